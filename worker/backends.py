@@ -1,0 +1,110 @@
+"""Per-server differences: health path, structured-output shape, tokenizer, context length.
+
+llama-cpp-python accepts only `{"type": "json_object", "schema": ...}` and falls back
+to free JSON when a schema does not compile; vLLM takes OpenAI's `json_schema`
+shape and `structured_outputs`. The worker validates output either way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["PROFILES", "BackendName", "BackendProfile", "detect_backend"]
+
+BackendName = Literal["llamacpp", "vllm"]
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BackendProfile:
+    """What the client needs to know to talk to one kind of server."""
+
+    name: BackendName
+    health_path: str
+    tokenize_path: str
+    embeddings_hint: str
+
+    def schema_request(self, schema: JSON) -> JSON:
+        """Request fields that constrain the answer to JSON matching `schema`."""
+        if self.name == "vllm":
+            return {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": schema},
+                }
+            }
+        return {"response_format": {"type": "json_object", "schema": schema}}
+
+    def choice_request(self, labels: list[str]) -> JSON:
+        """Request fields that constrain the answer to one of `labels`."""
+        if self.name == "vllm":
+            return {"extra_body": {"structured_outputs": {"choice": labels}}}
+        return self.schema_request(label_schema(labels))
+
+    def parse_choice(self, text: str) -> str:
+        """The label in a constrained answer (vLLM gives it bare, llama.cpp as JSON)."""
+        if self.name == "vllm":
+            return text.strip()
+        value = json.loads(text)
+        return str(value["label"]) if isinstance(value, dict) else str(value)
+
+    def tokenize_body(self, text: str, model: str) -> JSON:
+        """Body of a tokenize request for this server."""
+        if self.name == "vllm":
+            return {"model": model, "prompt": text, "add_special_tokens": False}
+        return {"model": model, "input": text}
+
+    def context_length(self, model_entry: JSON, props: JSON | None) -> int | None:
+        """The served context length, from `/v1/models` (vLLM) or `/props` (llama.cpp)."""
+        for key in ("max_model_len", "context_length", "n_ctx"):
+            value = model_entry.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+        if props:
+            settings = props.get("default_generation_settings") or {}
+            value = settings.get("n_ctx", props.get("n_ctx"))
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+
+def label_schema(labels: list[str]) -> JSON:
+    """A JSON Schema whose only valid documents are `{"label": <one of labels>}`."""
+    return {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": labels}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+
+
+PROFILES: dict[BackendName, BackendProfile] = {
+    "llamacpp": BackendProfile(
+        name="llamacpp",
+        health_path="/health",
+        tokenize_path="/extras/tokenize",
+        embeddings_hint=(
+            "start the llama.cpp server with EMBEDDING=true and an embedding GGUF model "
+            "(MODEL_FILE), then point LLM_SERVER_URL at it"
+        ),
+    ),
+    "vllm": BackendProfile(
+        name="vllm",
+        health_path="/health",
+        tokenize_path="/tokenize",
+        embeddings_hint=(
+            "serve an embedding model with vLLM (for example `--task embed`) and point "
+            "LLM_SERVER_URL at it"
+        ),
+    ),
+}
+
+
+def detect_backend(models_payload: JSON) -> BackendName:
+    """Tell the server kind from its `/v1/models` answer (vLLM says `owned_by: vllm`)."""
+    for entry in models_payload.get("data") or []:
+        if isinstance(entry, dict) and entry.get("owned_by") == "vllm":
+            return "vllm"
+    return "llamacpp"

@@ -1,0 +1,150 @@
+"""One Settings object, read from the environment and `.env`.
+
+Compose, the llama.cpp launcher and the worker share one `.env`, so unknown
+keys are ignored and real environment variables win over the file.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["PLACEHOLDER_SECRETS", "Settings", "SettingsError", "get_settings", "load_settings"]
+
+# Values shipped in .env.sample; a real deployment must replace them.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "please-change-me"})
+
+# Extra seconds a message stays invisible beyond the longest task, so a slow
+# worker finishing near its hard limit is never raced by a redelivery.
+VISIBILITY_MARGIN_S = 300
+
+
+class SettingsError(ValueError):
+    """A setting has a value the worker cannot use; the message names the key."""
+
+
+class Settings(BaseSettings):
+    """Every key the worker, `make up` and the compose files read."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # Redis: broker and result backend.
+    redis_host: str = "localhost"
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_db: int = Field(0, ge=0, le=15)
+    redis_password: SecretStr = SecretStr("")
+
+    # The OpenAI-compatible LLM server.
+    llm_server_url: str = "http://localhost:8000"
+    llm_api_key: SecretStr = SecretStr("")
+    llm_timeout: float = Field(120.0, gt=0, description="seconds for one HTTP request")
+    llm_backend: Literal["auto", "llamacpp", "vllm"] = "auto"
+    llm_model: str = ""
+    llm_context_length: int = Field(0, ge=0, description="0 = ask the server")
+
+    # Seconds-scale retries inside the client (tenacity).
+    llm_retry_attempts: int = Field(5, ge=1, le=20)
+    llm_retry_max_wait: float = Field(30.0, gt=0)
+
+    # Minutes-scale retries of a whole task while the server is down (Celery).
+    task_max_retries: int = Field(5, ge=0, le=100)
+    task_retry_backoff_max: int = Field(300, ge=1)
+    task_time_limit: int = Field(1800, ge=10)
+    result_expires: int = Field(86400, ge=60)
+
+    # Worker process.
+    worker_concurrency: int = Field(4, ge=1, le=256)
+    worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+
+    # Task behaviour.
+    extract_max_attempts: int = Field(3, ge=1, le=10)
+    summary_max_tokens: int = Field(256, ge=16)
+
+    # The llama.cpp server that `make up` or compose starts.
+    model_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    n_ctx: int = Field(4096, ge=256)
+    n_gpu_layers: int = Field(0, ge=-1)
+    llm_port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("llm_server_url")
+    @classmethod
+    def _strip_url(cls, value: str) -> str:
+        url = value.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        # Accept the OpenAI-style base ending in /v1; we add paths ourselves.
+        return url.removesuffix("/v1")
+
+    @field_validator("redis_password", "llm_api_key")
+    @classmethod
+    def _refuse_placeholder(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("is still the placeholder from .env.sample; set a real secret")
+        return value
+
+    @model_validator(mode="after")
+    def _time_budget(self) -> Settings:
+        if self.task_time_limit <= self.llm_timeout:
+            raise ValueError(
+                f"TASK_TIME_LIMIT ({self.task_time_limit}) must be longer than "
+                f"LLM_TIMEOUT ({self.llm_timeout:g})"
+            )
+        return self
+
+    @property
+    def redis_url(self) -> str:
+        """The broker and backend URL, with the password quoted for the URL."""
+        password = self.redis_password.get_secret_value()
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def task_soft_time_limit(self) -> int:
+        """Raised inside the task shortly before the hard limit kills it."""
+        return max(self.task_time_limit - 30, int(self.task_time_limit * 0.9))
+
+    @property
+    def visibility_timeout(self) -> int:
+        """How long Redis hides a delivered message before giving it to another worker.
+
+        It must outlast the longest run of a task plus the longest retry
+        countdown, or a slow job would be delivered twice.
+        """
+        return self.task_time_limit + self.task_retry_backoff_max + VISIBILITY_MARGIN_S
+
+    @property
+    def model_path(self) -> Path:
+        """Where `make up` finds the GGUF model on the host."""
+        return Path("models/gguf") / self.model_file
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning validation errors into one message per bad key."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = "_".join(str(part) for part in err["loc"]).upper() or "settings"
+            value = err.get("input")
+            shown = "<secret>" if "PASSWORD" in key or "KEY" in key else repr(value)
+            if isinstance(value, dict):
+                lines.append(f"  {err['msg']}")
+            else:
+                lines.append(f"  {key}={shown}: {err['msg']}")
+        raise SettingsError(
+            "Invalid settings (fix them in .env or the environment):\n" + "\n".join(lines)
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide Settings, read once on first use."""
+    return load_settings()

@@ -1,0 +1,92 @@
+"""The one error tree of kc-worker.
+
+HTTP and SDK errors are turned into these classes at one boundary
+(`worker.llm_client`); nothing above it sees an httpx or openai exception.
+
+    LLMError                        root: anything the worker reports as a failed job
+    ├── LLMUnavailable              server down, loading, timing out, 502/503/504  (retried)
+    │   └── LLMRateLimited          server said 429                               (retried)
+    ├── LLMRequestRejected          the request itself is wrong                   (never retried)
+    │   ├── InvalidJobInput         job input failed validation before any call
+    │   ├── ContextLengthExceeded   prompt + output do not fit the model's context
+    │   ├── AuthenticationFailed    LLM_API_KEY is missing or wrong
+    │   ├── ModelNotFound           LLM_MODEL names a model the server does not serve
+    │   └── EmbeddingsUnsupported   the server does not serve embeddings
+    └── LLMResponseInvalid          the model's output failed validation          (never retried)
+
+Every error carries a message that names the setting or input to fix. The
+arguments are plain strings so that Celery's JSON result backend can store and
+rebuild them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "ContextLengthExceeded",
+    "EmbeddingsUnsupported",
+    "InvalidJobInput",
+    "LLMError",
+    "LLMRateLimited",
+    "LLMRequestRejected",
+    "LLMResponseInvalid",
+    "LLMUnavailable",
+    "ModelNotFound",
+]
+
+
+class LLMError(Exception):
+    """Root of every error a job can fail with."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class LLMUnavailable(LLMError):
+    """Raised when the LLM server cannot answer now: refused, loading, timed out or 5xx."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LLMRateLimited(LLMUnavailable):
+    """Raised when the server answers 429 Too Many Requests."""
+
+
+class LLMRequestRejected(LLMError):
+    """Raised when the server refuses the request as it is; sending it again cannot help."""
+
+
+class InvalidJobInput(LLMRequestRejected):
+    """Raised when a job's input fails validation, before the LLM server is called."""
+
+
+class ContextLengthExceeded(LLMRequestRejected):
+    """Raised when the prompt plus the requested output do not fit the model's context."""
+
+
+class AuthenticationFailed(LLMRequestRejected):
+    """Raised when the server refuses LLM_API_KEY (401/403)."""
+
+
+class ModelNotFound(LLMRequestRejected):
+    """Raised when LLM_MODEL names a model the server does not serve."""
+
+
+class EmbeddingsUnsupported(LLMRequestRejected):
+    """Raised when the server does not serve embeddings for its model."""
+
+
+class LLMResponseInvalid(LLMError):
+    """Raised when the model's output fails validation after every allowed attempt."""
+
+    def __init__(self, message: str, last_output: str | None = None) -> None:
+        super().__init__(message)
+        # Both arguments travel in `args`, so the result backend keeps the output too.
+        self.args = (message, last_output)
+        self.last_output = last_output

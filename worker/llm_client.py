@@ -1,0 +1,387 @@
+"""The client for the OpenAI-compatible LLM server, and the one error boundary.
+
+Every httpx and openai exception is translated in `translate_error`; callers only
+ever see `worker.errors`. Retries of one call (seconds) happen here with
+tenacity; the SDK's own retries are off so that nothing retries twice.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import httpx
+import openai
+
+from worker.backends import PROFILES, BackendName, BackendProfile, detect_backend
+from worker.config import Settings
+from worker.errors import (
+    AuthenticationFailed,
+    ContextLengthExceeded,
+    LLMError,
+    LLMRateLimited,
+    LLMRequestRejected,
+    LLMUnavailable,
+    ModelNotFound,
+)
+from worker.retrying import call_retrying
+
+__all__ = ["Completion", "LLMClient", "ServerInfo", "Usage", "translate_error"]
+
+JSON = dict[str, Any]
+T = TypeVar("T")
+_CONTEXT_MARKERS = ("context length", "context window", "context_length", "maximum context")
+
+
+@dataclass
+class Usage:
+    """Token counts, summed over every call a job made."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> Usage:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass
+class Completion:
+    """One chat completion, reduced to what jobs return."""
+
+    text: str
+    finish_reason: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the server told us about itself: kind, model and context length."""
+
+    backend: BackendName
+    model: str
+    models: tuple[str, ...]
+    context_length: int | None
+
+    @property
+    def profile(self) -> BackendProfile:
+        return PROFILES[self.backend]
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The answer of the health route, without interpretation beyond ready or not."""
+
+    state: Literal["ready", "loading", "failed", "unreachable"]
+    status_code: int | None
+    detail: str
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header, given as seconds or as an HTTP date."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The error text a server put in its body, in OpenAI, vLLM or FastAPI shape."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500]
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        for key in ("message", "detail", "error"):
+            if body.get(key):
+                return str(body[key])
+    return str(body)[:500]
+
+
+def error_from_response(response: httpx.Response, url: str) -> LLMError:
+    """Map an HTTP error status to our error tree, naming what to fix."""
+    status = response.status_code
+    message = _server_message(response)
+    where = f"{response.request.method} {response.request.url.path}"
+    if status in (401, 403):
+        return AuthenticationFailed(
+            f"The LLM server at {url} refused the API key (HTTP {status}): set LLM_API_KEY "
+            "to the key the server was started with."
+        )
+    if status == 429:
+        return LLMRateLimited(
+            f"The LLM server is rate limiting ({where}: HTTP 429): {message}",
+            retry_after=_retry_after(response),
+        )
+    if status in (502, 503, 504):
+        loading = "loading" in message.lower()
+        reason = "is still loading its model" if loading else f"is unavailable (HTTP {status})"
+        return LLMUnavailable(
+            f"The LLM server at {url} {reason}: {message or 'no detail'}. "
+            f"Wait until `curl {url}/health` answers 200.",
+            retry_after=_retry_after(response),
+        )
+    lowered = message.lower()
+    if any(marker in lowered for marker in _CONTEXT_MARKERS) or status == 413:
+        return ContextLengthExceeded(
+            f"The prompt does not fit the model's context: {message} "
+            "Shorten the input, lower max_tokens, or raise N_CTX on the server."
+        )
+    if status == 404 and "model" in lowered:
+        return ModelNotFound(f"{message} Set LLM_MODEL to a model listed by /v1/models.")
+    if status == 404:
+        return LLMRequestRejected(
+            f"{where} is not served at {url} (HTTP 404): check LLM_SERVER_URL and LLM_BACKEND."
+        )
+    return LLMRequestRejected(f"The LLM server rejected {where} (HTTP {status}): {message}")
+
+
+def translate_error(exc: Exception, url: str, timeout: float) -> LLMError:
+    """The one boundary: turn an httpx or openai exception into an LLMError."""
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        return error_from_response(exc.response, url)
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        return LLMUnavailable(
+            f"The LLM server at {url} did not answer within LLM_TIMEOUT={timeout:g}s; "
+            "raise LLM_TIMEOUT or lower max_tokens."
+        )
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        return LLMUnavailable(
+            f"Cannot reach the LLM server at {url} ({exc.__class__.__name__}): start it "
+            "(`make up`) or fix LLM_SERVER_URL."
+        )
+    if isinstance(exc, httpx.HTTPStatusError):
+        return error_from_response(exc.response, url)
+    if isinstance(exc, ValueError | KeyError | TypeError | openai.OpenAIError):
+        return LLMRequestRejected(f"Unexpected answer from the LLM server at {url}: {exc}")
+    raise exc
+
+
+class LLMClient:
+    """A pooled HTTP client for one LLM server, shared by every thread of a worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.url = settings.llm_server_url
+        self._sleep = sleep
+        api_key = settings.llm_api_key.get_secret_value()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(
+            max_connections=max(settings.worker_concurrency * 2, 10),
+            max_keepalive_connections=max(settings.worker_concurrency, 5),
+        )
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(settings.llm_timeout, connect=min(10.0, settings.llm_timeout)),
+            limits=limits,
+            transport=transport,
+        )
+        self.sdk = openai.OpenAI(
+            base_url=f"{self.url}/v1",
+            api_key=api_key or "no-key",
+            http_client=self.http,
+            max_retries=0,
+            timeout=settings.llm_timeout,
+        )
+        self._info: ServerInfo | None = None
+        self._info_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    @contextmanager
+    def _boundary(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            raise translate_error(exc, self.url, self.settings.llm_timeout) from exc
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        def attempt() -> T:
+            with self._boundary():
+                return fn()
+
+        return call_retrying(
+            attempt,
+            attempts=self.settings.llm_retry_attempts,
+            max_wait=self.settings.llm_retry_max_wait,
+            sleep=self._sleep,
+        )
+
+    def _get_json(self, path: str) -> JSON:
+        response = self.http.get(path)
+        if response.is_error:
+            raise error_from_response(response, self.url)
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ValueError(f"{path} returned {type(body).__name__}, expected an object")
+        return body
+
+    def health(self) -> HealthReport:
+        """One probe of the health route, without retries (for `kcw doctor` and waits)."""
+        path = PROFILES[self._backend_hint()].health_path
+        try:
+            response = self.http.get(path, timeout=5.0)
+        except httpx.HTTPError as exc:
+            return HealthReport("unreachable", None, f"{exc.__class__.__name__}: {exc}")
+        text = response.text.strip()
+        if response.status_code == 200:
+            return HealthReport("ready", 200, text or "ok")
+        if response.status_code == 503 and "loading" in text.lower():
+            return HealthReport("loading", 503, text)
+        return HealthReport("failed", response.status_code, text)
+
+    def _backend_hint(self) -> BackendName:
+        if self.settings.llm_backend != "auto":
+            return self.settings.llm_backend
+        return self._info.backend if self._info else "llamacpp"
+
+    def list_models(self) -> JSON:
+        """The raw `/v1/models` answer."""
+        return self._retrying(lambda: self._get_json("/v1/models"))
+
+    def server_info(self, refresh: bool = False) -> ServerInfo:
+        """Backend, model and context length, asked once per process and then cached."""
+        with self._info_lock:
+            if self._info is None or refresh:
+                self._info = self._fetch_info()
+            return self._info
+
+    def _fetch_info(self) -> ServerInfo:
+        models = self.list_models()
+        entries = [e for e in models.get("data") or [] if isinstance(e, dict) and e.get("id")]
+        ids = tuple(str(e["id"]) for e in entries)
+        if not ids:
+            raise ModelNotFound(f"The LLM server at {self.url} lists no models in /v1/models.")
+        wanted = self.settings.llm_model
+        if wanted and wanted not in ids:
+            raise ModelNotFound(
+                f"LLM_MODEL={wanted!r} is not served by {self.url}; it serves: {', '.join(ids)}. "
+                "Set LLM_MODEL to one of them, or leave it empty to use the first."
+            )
+        model = wanted or ids[0]
+        entry = next(e for e in entries if e["id"] == model)
+        backend: BackendName = (
+            detect_backend(models)
+            if self.settings.llm_backend == "auto"
+            else self.settings.llm_backend
+        )
+        context = self.settings.llm_context_length or None
+        if context is None:
+            props = None
+            if backend == "llamacpp":
+                with self._boundary():
+                    response = self.http.get("/props")
+                props = response.json() if response.status_code == 200 else None
+            context = PROFILES[backend].context_length(entry, props)
+        return ServerInfo(backend=backend, model=model, models=ids, context_length=context)
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+        extra: JSON | None = None,
+    ) -> Completion:
+        """One chat completion; `extra` carries backend-specific fields (response_format, ...)."""
+        info = self.server_info()
+        params: JSON = {"model": info.model, "messages": messages}
+        optional = {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "stop": stop,
+        }
+        params.update({k: v for k, v in optional.items() if v is not None})
+        params.update(extra or {})
+
+        def call() -> Completion:
+            response = self.sdk.chat.completions.create(**params)
+            if not response.choices:
+                raise ValueError("the completion has no choices")
+            choice = response.choices[0]
+            usage = Usage()
+            if response.usage is not None:
+                usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
+            return Completion(
+                text=choice.message.content or "",
+                finish_reason=str(choice.finish_reason or "stop"),
+                model=response.model or info.model,
+                usage=usage,
+            )
+
+        return self._retrying(call)
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens in `text` by the server's own tokenizer, or None if it has no such route."""
+        info = self.server_info()
+        profile = info.profile
+        body = profile.tokenize_body(text, info.model)
+
+        def call() -> int | None:
+            response = self.http.post(profile.tokenize_path, json=body)
+            if response.status_code in (404, 405):
+                return None
+            if response.is_error:
+                raise error_from_response(response, self.url)
+            data = response.json()
+            if isinstance(data.get("count"), int):
+                return int(data["count"])
+            return len(data.get("tokens") or [])
+
+        return self._retrying(call)
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], Usage, str]:
+        """Embeddings for `texts`, in order."""
+        info = self.server_info()
+
+        def call() -> tuple[list[list[float]], Usage, str]:
+            response = self.sdk.embeddings.create(model=info.model, input=texts)
+            vectors = [list(item.embedding) for item in sorted(response.data, key=_index)]
+            usage = Usage(prompt_tokens=response.usage.prompt_tokens if response.usage else 0)
+            return vectors, usage, response.model or info.model
+
+        return self._retrying(call)
+
+
+def _index(item: Any) -> int:
+    return int(item.index)
