@@ -98,7 +98,8 @@ class LauncherConfig:
 
     def resolve_model(self) -> Path:
         """MODEL_PATH if it exists, else the bundled default model (said in the log)."""
-        if self.model_path.is_file():
+        # exists() rather than is_file(): a named pipe or a device is a valid source too.
+        if self.model_path.exists() and not self.model_path.is_dir():
             return self.model_path
         if self.default_model_path and self.default_model_path.is_file():
             log.warning(

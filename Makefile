@@ -1,0 +1,75 @@
+# kc-worker: the single entry point for people, CI and hooks.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+KCW    := $(BIN)/kcw
+MODEL  := models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.DEFAULT_GOAL := help
+.PHONY: help venv env model up down worker demo doctor logs test test-unit test-integration lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kc-worker needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	@echo "installing dependencies (llama-cpp-python compiles once, ~5-8 min; pip caches the wheel)"
+	$(BIN)/pip install --quiet -e ".[dev,llamacpp]"
+	@touch $@
+
+venv: $(BIN)/.installed ## create .venv with every dependency
+
+.env:
+	@$(PYTHON) -c 'import secrets, pathlib; t = pathlib.Path(".env.sample").read_text(); pathlib.Path(".env").write_text(t.replace("REDIS_PASSWORD=changeme", "REDIS_PASSWORD=" + secrets.token_urlsafe(24)))'
+	@chmod 600 .env
+	@echo "wrote .env from .env.sample with a random REDIS_PASSWORD"
+
+env: .env ## create .env from .env.sample (random Redis password)
+
+$(MODEL):
+	$(PYTHON) scripts/fetch_model.py
+
+model: $(MODEL) ## fetch the default model into models/gguf/ and check its sha256
+
+up: venv .env model ## start Redis and the LLM server (compose if Docker answers, else local processes)
+	$(KCW) up
+
+down: ## stop what `make up` started
+	@if [ -x $(KCW) ]; then $(KCW) down; fi
+
+worker: venv .env ## run a worker in the foreground
+	$(BIN)/celery -A worker worker --loglevel=info
+
+demo: venv .env model ## the whole path on the default model: stack, a worker, one job of each kind
+	$(KCW) up --worker
+	$(KCW) demo
+	@echo "The stack is still running: try \`$(KCW) submit chat 'Hello' --wait\`; \`make down\` stops it."
+
+doctor: venv .env ## check Redis, the LLM server and the workers
+	$(KCW) doctor
+
+logs: ## follow the logs of the local stack
+	tail -n 50 -F .run/*.log
+
+lint: venv ## ruff and mypy
+	$(BIN)/ruff check worker tasks tests docker scripts
+	$(BIN)/ruff format --check worker tasks tests docker scripts
+	$(BIN)/mypy
+
+format: venv ## format the code
+	$(BIN)/ruff format worker tasks tests docker scripts
+	$(BIN)/ruff check --fix worker tasks tests docker scripts
+
+test-unit: venv ## unit tests only (no network)
+	$(BIN)/pytest tests/unit -q
+
+test-integration: venv model ## real redis-server, the real llama.cpp server and a real worker
+	$(BIN)/pytest tests/integration -v
+
+test: venv model lint ## everything: lint, unit and integration tiers
+	$(BIN)/pytest tests -v -ra
+
+clean: down ## remove runtime state (keeps .venv, .env and models)
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

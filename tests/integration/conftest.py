@@ -1,0 +1,90 @@
+"""Fixtures for the integration tier: one real Redis, llama.cpp server and worker per session.
+
+Every process runs on a free port on 127.0.0.1, from a temporary directory with
+no `.env`, and is stopped when its fixture ends.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.processes import (
+    LLMServer,
+    RedisServer,
+    Worker,
+    start_launcher,
+    start_redis,
+    start_worker,
+    stop,
+    worker_env,
+)
+
+
+@pytest.fixture(scope="session")
+def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kcw")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_root: Path) -> Iterator[RedisServer]:
+    server = start_redis(tmp_root, secrets.token_urlsafe(16))
+    yield server
+    stop(server.proc)
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_root: Path) -> Iterator[LLMServer]:
+    server = start_launcher(tmp_root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(tmp_root: Path, redis_server: RedisServer, llm_server: LLMServer) -> Iterator[Worker]:
+    proc = start_worker(tmp_root, worker_env(redis_server, llm_server.url), "main")
+    yield proc
+    stop(proc.proc)
+
+
+@pytest.fixture(scope="session")
+def celery_app(redis_server: RedisServer, worker: Worker) -> Iterator[Any]:
+    """A client-side Celery app pointed at the test Redis (the worker's settings, not .env)."""
+    from celery import Celery
+
+    from worker.app import celery_config
+    from worker.config import Settings
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_host="127.0.0.1",
+        redis_port=redis_server.port,
+        redis_password=redis_server.password,  # type: ignore[arg-type]
+    )
+    client = Celery("kcw-tests")
+    client.conf.update(celery_config(settings))
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def submit(celery_app: Any) -> Callable[..., Any]:
+    """Send a job by name to the real worker and wait for it to end."""
+
+    def run(kind: str, payload: Any, timeout: float = 300) -> Any:
+        result = celery_app.send_task(f"kcw.{kind}", args=[payload])
+        deadline = time.monotonic() + timeout
+        while not result.ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{kind} job {result.id} still {result.state}")
+            time.sleep(0.1)
+        return result
+
+    return run
+
+

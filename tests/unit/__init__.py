@@ -1,0 +1,1 @@
+"""Unit tier: no network; HTTP goes through `httpx.MockTransport`."""

@@ -1,0 +1,306 @@
+"""`kcw`: check the stack, submit jobs, read results, and run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from worker.config import Settings, SettingsError, get_settings
+from worker.health import Check, check_llm_server, check_redis, check_workers
+
+__all__ = ["main"]
+
+JOB_KINDS = ("chat", "summarize", "extract", "classify", "embed")
+SPINNER = "|/-\\"
+MARKS = {"ok": "[ok]  ", "wait": "[wait]", "fail": "[FAIL]"}
+
+
+class UsageError(Exception):
+    """The command line asks for something impossible; the message says what to change."""
+
+
+# ---------------------------------------------------------------- doctor / wait
+
+
+def print_checks(checks: list[Check], out: TextIO) -> None:
+    for check in checks:
+        out.write(f"{MARKS[check.status]} {check.name:<11} {check.detail}\n")
+        if check.fix and not check.ok:
+            out.write(f"       {'':<11} fix: {check.fix}\n")
+
+
+def run_doctor(settings: Settings, out: TextIO) -> int:
+    """Check Redis, the LLM server and the workers; exit 0 only if all are ready."""
+    from worker.app import QUEUE
+
+    checks = [check_redis(settings)]
+    checks.append(check_llm_server(settings))
+    if checks[0].ok:
+        checks.append(check_workers(settings, QUEUE))
+    else:
+        checks.append(Check("Workers", "fail", "not checked: Redis is not usable", "fix Redis"))
+    print_checks(checks, out)
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def run_wait(settings: Settings, timeout: float, out: TextIO) -> int:
+    """Wait until Redis answers and the LLM server is ready (for scripts and `make up`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        checks = [check_redis(settings), check_llm_server(settings)]
+        if all(c.ok for c in checks):
+            print_checks(checks, out)
+            return 0
+        if time.monotonic() > deadline:
+            out.write(f"not ready after {timeout:g}s:\n")
+            print_checks(checks, out)
+            return 1
+        time.sleep(1.0)
+
+
+# ---------------------------------------------------------------- submit / result
+
+
+def _read_text(value: str) -> str:
+    """A literal, `@path` for a file's contents, or `-` for standard input."""
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return value
+
+
+def build_payload(args: argparse.Namespace) -> dict[str, Any]:
+    """The job payload from the command line; `--payload` sends raw JSON as it is."""
+    if args.payload is not None:
+        try:
+            payload = json.loads(_read_text(args.payload))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--payload is not valid JSON: {exc.msg} at char {exc.pos}") from None
+        if not isinstance(payload, dict):
+            raise UsageError("--payload must be a JSON object")
+        return payload
+    text = " ".join(args.text) if args.text else None
+    if text is not None:
+        text = _read_text(text)
+    kind = args.kind
+    if not text:
+        raise UsageError(f"give the {kind} input as text, @file or - (stdin), or use --payload")
+    sampling = {k: v for k, v in (("max_tokens", args.max_tokens),) if v is not None}
+    if kind == "chat":
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        messages.append({"role": "user", "content": text})
+        extra = {"temperature": args.temperature} if args.temperature is not None else {}
+        return {"messages": messages, **sampling, **extra}
+    if kind == "summarize":
+        return {"text": text, **sampling}
+    if kind == "extract":
+        if not args.schema:
+            raise UsageError("extract needs --schema JSON (or --schema @schema.json)")
+        return {"text": text, "schema": _read_text(args.schema), **sampling}
+    if kind == "classify":
+        if not args.labels:
+            raise UsageError("classify needs --labels a,b,c")
+        return {"text": text, "labels": [x for x in args.labels.split(",") if x != ""]}
+    return {"texts": args.text}
+
+
+def _progress_line(result: Any, started: float, tick: int) -> str:
+    from celery.result import AsyncResult
+
+    state = result.state
+    line = f"{SPINNER[tick % 4]} {result.id}  {state.lower():<8} {time.monotonic() - started:5.1f}s"
+    info = result.info if state == "PROGRESS" else None
+    if isinstance(info, dict):
+        ids = info.get("chunk_ids") or []
+        done = sum(1 for cid in ids if AsyncResult(cid, app=result.app).ready())
+        line += f"  {info.get('stage', '')}: {done}/{len(ids)} done"
+    return line
+
+
+def wait_for(result: Any, timeout: float, err: TextIO) -> None:
+    """Poll until the job ends, drawing a one-line progress display on a terminal."""
+    started = time.monotonic()
+    live = err.isatty()
+    last = ""
+    tick = 0
+    while not result.ready():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(
+                f"job {result.id} is still {result.state.lower()} after {timeout:g}s; "
+                f"check later with `kcw result {result.id}`"
+            )
+        line = _progress_line(result, started, tick)
+        if live:
+            err.write("\r" + line.ljust(len(last)))
+            err.flush()
+        elif line.split()[2:4] != last.split()[2:4]:
+            err.write(line + "\n")
+        last = line
+        tick += 1
+        time.sleep(0.25)
+    if live:
+        err.write("\r" + " " * len(last) + "\r")
+
+
+def show_result(result: Any, out: TextIO) -> int:
+    """Print a finished job as JSON; exit 1 if it failed."""
+    state = result.state
+    if state == "SUCCESS":
+        out.write(json.dumps({"id": result.id, "state": state, "result": result.result},
+                             indent=2, ensure_ascii=False) + "\n")
+        return 0
+    if state == "FAILURE":
+        exc = result.result
+        error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+        last_output = getattr(exc, "last_output", None)
+        if last_output:
+            error["last_output"] = last_output
+        out.write(json.dumps({"id": result.id, "state": state, "error": error},
+                             indent=2, ensure_ascii=False) + "\n")
+        return 1
+    meta = result.info if isinstance(result.info, dict) else {}
+    out.write(json.dumps({"id": result.id, "state": state, "info": meta}, indent=2) + "\n")
+    return 0 if state in ("PENDING", "STARTED", "PROGRESS", "RETRY") else 1
+
+
+def require_redis(settings: Settings, err: TextIO) -> bool:
+    """Check Redis before Celery would retry against it for a long while."""
+    check = check_redis(settings)
+    if not check.ok:
+        print_checks([check], err)
+    return check.ok
+
+
+def run_submit(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
+    from worker.app import app
+
+    payload = build_payload(args)
+    if not require_redis(settings, err):
+        return 1
+    result = app.send_task(f"kcw.{args.kind}", args=[payload])
+    if not args.wait:
+        out.write(result.id + "\n")
+        return 0
+    err.write(f"submitted {args.kind} job {result.id}\n")
+    wait_for(result, args.timeout, err)
+    return show_result(result, out)
+
+
+def run_result(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
+    from celery.result import AsyncResult
+
+    from worker.app import app
+
+    if not require_redis(settings, err):
+        return 1
+    result = AsyncResult(args.id, app=app)
+    if args.wait:
+        wait_for(result, args.timeout, err)
+    elif result.state == "PENDING":
+        err.write(
+            f"job {args.id}: no result yet (it is queued, unknown, or its result expired "
+            "after RESULT_EXPIRES)\n"
+        )
+    return show_result(result, out)
+
+
+def run_stack(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
+    from worker.stack import StackError, stack_down, stack_up
+
+    try:
+        if args.command == "up":
+            stack_up(settings, out, with_worker=args.worker)
+        else:
+            stack_down(out)
+    except StackError as exc:
+        err.write(f"kcw: {exc}\n")
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kcw", description="kc-worker: background LLM jobs through Celery and Redis."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("doctor", help="check Redis, the LLM server and the workers, with fixes")
+
+    up = sub.add_parser("up", help="start Redis and the LLM server (compose or local processes)")
+    up.add_argument("--worker", action="store_true", help="also start a worker in the background")
+    sub.add_parser("down", help="stop what `kcw up` started")
+
+    wait = sub.add_parser("wait", help="wait until Redis and the LLM server are ready")
+    wait.add_argument("--timeout", type=float, default=300.0)
+
+    submit = sub.add_parser("submit", help="queue a job and print its id")
+    submit.add_argument("kind", choices=JOB_KINDS)
+    submit.add_argument("text", nargs="*", help="the input: text, @file, or - for stdin")
+    submit.add_argument("--payload", help="the raw JSON payload (or @file), sent as it is")
+    submit.add_argument("--system", help="chat: a system message")
+    submit.add_argument("--schema", help="extract: JSON Schema as JSON or @file")
+    submit.add_argument("--labels", help="classify: comma-separated labels")
+    submit.add_argument("--max-tokens", type=int, dest="max_tokens")
+    submit.add_argument("--temperature", type=float)
+    submit.add_argument("--wait", action="store_true", help="wait and show the result")
+    submit.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+
+    result = sub.add_parser("result", help="show a job's state and result")
+    result.add_argument("id")
+    result.add_argument("--wait", action="store_true", help="wait until the job ends")
+    result.add_argument("--timeout", type=float, default=600.0)
+
+    demo = sub.add_parser("demo", help="run one sample job of each kind and print the results")
+    demo.add_argument("--timeout", type=float, default=600.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out, err = sys.stdout, sys.stderr
+    try:
+        settings = get_settings()
+        if args.command == "doctor":
+            return run_doctor(settings, out)
+        if args.command in ("up", "down"):
+            return run_stack(args, settings, out, err)
+        if args.command == "wait":
+            return run_wait(settings, args.timeout, out)
+        if args.command == "submit":
+            return run_submit(args, settings, out, err)
+        if args.command == "result":
+            return run_result(args, settings, out, err)
+        if args.command == "demo":
+            from worker.demo import run_demo
+
+            if not require_redis(settings, err):
+                return 1
+            return run_demo(args.timeout, out, err)
+    except SettingsError as exc:
+        err.write(f"kcw: {exc}\n")
+        return 2
+    except UsageError as exc:
+        err.write(f"kcw: {exc}\n")
+        return 2
+    except TimeoutError as exc:
+        err.write(f"kcw: {exc}\n")
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

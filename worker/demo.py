@@ -1,0 +1,94 @@
+"""`kcw demo`: one real job of each kind through Redis, a worker and the LLM server."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, TextIO
+
+__all__ = ["demo_jobs", "run_demo"]
+
+# Real prose that ships with every Python: chapters of the language reference.
+DOC_TOPICS = ("execmodel", "import", "exceptions", "assignment")
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "city": {"type": "string"},
+    },
+    "required": ["name", "age", "city"],
+}
+
+
+def long_document() -> str:
+    """About 30,000 characters: long enough that `summarize` splits it and runs a chord."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[name] for name in DOC_TOPICS if name in topics)
+
+
+def demo_jobs() -> list[tuple[str, dict[str, Any]]]:
+    """The sample jobs, one of each kind the default model can serve."""
+    return [
+        (
+            "chat",
+            {
+                "messages": [{"role": "user", "content": "Name three uses of a message queue."}],
+                "max_tokens": 96,
+                "temperature": 0.0,
+                "seed": 1,
+            },
+        ),
+        ("summarize", {"text": long_document(), "max_tokens": 160}),
+        (
+            "extract",
+            {
+                "text": "Maria Lopez, 34, moved from Madrid to Lisbon last spring to open a bakery.",
+                "schema": PERSON_SCHEMA,
+            },
+        ),
+        (
+            "classify",
+            {
+                "text": "The package arrived broken and support never answered my emails.",
+                "labels": ["positive", "negative", "neutral"],
+            },
+        ),
+    ]
+
+
+def _brief(kind: str, payload: dict[str, Any]) -> str:
+    if kind == "summarize":
+        return f"a document of {len(payload['text']):,} characters"
+    if kind == "chat":
+        return repr(payload["messages"][-1]["content"])
+    return repr(payload["text"])
+
+
+def run_demo(timeout: float, out: TextIO, err: TextIO) -> int:
+    """Submit every sample job, wait for each, and print its result."""
+    from worker.app import app
+    from worker.cli import show_result, wait_for
+
+    failures = 0
+    results = [(kind, payload, app.send_task(f"kcw.{kind}", args=[payload]))
+               for kind, payload in demo_jobs()]
+    for kind, payload, result in results:
+        started = time.monotonic()
+        out.write(f"\n== {kind}: {_brief(kind, payload)}\n")
+        out.flush()
+        wait_for(result, timeout, err)
+        failures += show_result(result, out)
+        if result.successful():
+            value = result.result
+            highlight = {
+                "chat": lambda v: v["text"],
+                "summarize": lambda v: f"{v['chunks']} chunks -> {v['summary']}",
+                "extract": lambda v: json.dumps(v["data"]),
+                "classify": lambda v: v["label"],
+            }[kind](value)
+            out.write(f"-> {highlight}  ({time.monotonic() - started:.1f}s)\n")
+    out.write(f"\n{len(results) - failures}/{len(results)} demo jobs succeeded\n")
+    return 1 if failures else 0

@@ -1,0 +1,177 @@
+"""Probes of Redis, the LLM server and the workers; each failed probe says how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import redis
+
+from worker.config import Settings
+from worker.errors import LLMError
+from worker.llm_client import LLMClient
+
+__all__ = ["Check", "check_llm_server", "check_redis", "check_workers", "queue_length"]
+
+Status = Literal["ok", "wait", "fail"]
+
+
+@dataclass
+class Check:
+    """The outcome of one probe, for people: what was found, and the fix if it failed."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    facts: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def redis_client(settings: Settings, timeout: float = 3.0) -> redis.Redis:
+    """A plain Redis client with the worker's settings."""
+    return redis.Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        db=settings.redis_db,
+        password=settings.redis_password.get_secret_value() or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+
+
+def check_redis(settings: Settings) -> Check:
+    """Is Redis reachable, and does it take our password?"""
+    where = f"{settings.redis_host}:{settings.redis_port} db {settings.redis_db}"
+    client = redis_client(settings)
+    try:
+        client.ping()
+        info = client.info("server")
+    except redis.AuthenticationError as exc:
+        text = str(exc).lower()
+        if "without any password" in text:
+            fix = "this Redis has no password; set requirepass on it (the compose file does)"
+        elif settings.redis_password.get_secret_value():
+            fix = "set REDIS_PASSWORD in .env to the password the Redis server was started with"
+        else:
+            fix = "this Redis requires a password: set REDIS_PASSWORD in .env"
+        return Check("Redis", "fail", f"{where}: password refused", fix)
+    except redis.ResponseError as exc:
+        if "noauth" in str(exc).lower():
+            fix = "this Redis requires a password: set REDIS_PASSWORD in .env"
+            return Check("Redis", "fail", f"{where}: password required", fix)
+        return Check("Redis", "fail", f"{where}: {exc}", "check the Redis server's log")
+    except redis.RedisError as exc:
+        return Check(
+            "Redis",
+            "fail",
+            f"{where}: not reachable ({exc.__class__.__name__})",
+            "start it with `make up`, or set REDIS_HOST/REDIS_PORT to where it runs",
+        )
+    finally:
+        client.close()
+    version = info.get("redis_version", "?")
+    auth = "password accepted" if settings.redis_password.get_secret_value() else "no password"
+    return Check("Redis", "ok", f"{where}, {auth} (redis {version})")
+
+
+def check_llm_server(settings: Settings, client: LLMClient | None = None) -> Check:
+    """Is the LLM server up and ready, and what does it serve?"""
+    own = client is None
+    client = client or LLMClient(settings.model_copy(update={"llm_retry_attempts": 1}))
+    url = settings.llm_server_url
+    try:
+        health = client.health()
+        if health.state == "unreachable":
+            return Check(
+                "LLM server",
+                "fail",
+                f"{url}: not reachable ({health.detail.split(':')[0]})",
+                "start it with `make up` (or docker compose), or set LLM_SERVER_URL to where "
+                "it runs",
+            )
+        if health.state == "loading":
+            return Check(
+                "LLM server",
+                "wait",
+                f"{url}: still loading its model (HTTP 503 {health.detail})",
+                f"wait; `curl {url}/health` answers 200 once the model is loaded",
+            )
+        if health.state == "failed":
+            return Check(
+                "LLM server",
+                "fail",
+                f"{url}/health answered HTTP {health.status_code}: {health.detail[:300]}",
+                "read the server's log (`make logs`); a missing model file is fixed with "
+                "`make model` or MODEL_FILE",
+            )
+        try:
+            info = client.server_info(refresh=True)
+        except LLMError as exc:
+            return Check("LLM server", "fail", f"{url}: /v1/models failed: {exc}", _fix_for(exc))
+    finally:
+        if own:
+            client.close()
+    context = f"{info.context_length} tokens" if info.context_length else "unknown"
+    return Check(
+        "LLM server",
+        "ok",
+        f"{url}: ready; backend {info.backend}, model {info.model}, context {context}",
+        facts={"backend": info.backend, "model": info.model, "context": info.context_length},
+    )
+
+
+def _fix_for(exc: LLMError) -> str:
+    text = str(exc)
+    for key in ("LLM_API_KEY", "LLM_MODEL", "LLM_SERVER_URL", "LLM_TIMEOUT"):
+        if key in text:
+            return f"set {key} in .env"
+    return "read the server's log (`make logs`)"
+
+
+def queue_length(settings: Settings, queue: str) -> int | None:
+    """Jobs waiting in the Redis list that backs the Celery queue."""
+    client = redis_client(settings)
+    try:
+        return int(client.llen(queue))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+def check_workers(settings: Settings, queue: str, timeout: float = 2.0) -> Check:
+    """Does any worker answer a ping, and which queues does it consume?"""
+    from worker.app import app
+
+    inspector = app.control.inspect(timeout=timeout)
+    try:
+        replies = inspector.active_queues() or {}
+    except Exception as exc:  # kombu raises many kinds; any of them means no answer
+        return Check("Workers", "fail", f"could not ask the workers: {exc}", "check Redis first")
+    waiting = queue_length(settings, queue)
+    backlog = f"; {waiting} job(s) waiting in '{queue}'" if waiting is not None else ""
+    if not replies:
+        return Check(
+            "Workers",
+            "fail",
+            f"no worker answered within {timeout:g}s{backlog}",
+            "start one with `make worker` or `celery -A worker worker --loglevel=info`",
+        )
+    names = []
+    serving = False
+    for name, queues in replies.items():
+        queue_names = sorted(q.get("name", "?") for q in queues)
+        serving = serving or queue in queue_names
+        names.append(f"{name} ({', '.join(queue_names)})")
+    if not serving:
+        return Check(
+            "Workers",
+            "fail",
+            f"{len(replies)} worker(s) alive but none consumes '{queue}': {'; '.join(names)}",
+            f"start a worker without -Q, or with -Q {queue}",
+        )
+    return Check("Workers", "ok", f"{len(replies)} alive: {'; '.join(names)}{backlog}")

@@ -1,0 +1,224 @@
+"""`make up` / `make down`: Redis and the LLM server, by Docker compose or as local processes.
+
+Compose is used where a Docker engine answers and the compose files are present;
+otherwise `redis-server` and the llama.cpp launcher run as local processes with
+their pid files, logs and data under `.run/`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from worker.config import Settings
+from worker.health import check_llm_server, check_redis
+
+__all__ = ["stack_down", "stack_up"]
+
+RUN_DIR = Path(".run")
+LAUNCHER = Path("docker/llamacpp/launcher.py")
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.llamacpp.yml")
+
+
+class StackError(RuntimeError):
+    """The stack cannot start; the message says what to install or change."""
+
+
+def docker_answers() -> bool:
+    """True when a Docker engine and the compose files are both there."""
+    if not all(Path(f).is_file() for f in COMPOSE_FILES) or not shutil.which("docker"):
+        return False
+    try:
+        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str]) -> int:
+    RUN_DIR.mkdir(exist_ok=True)
+    log = (RUN_DIR / f"{name}.log").open("ab")
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    (RUN_DIR / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def _redis_conf(settings: Settings) -> Path:
+    """A config file for redis-server, so the password never shows in `ps`."""
+    data = (RUN_DIR / "redis-data").resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    conf = RUN_DIR / "redis.conf"
+    lines = [
+        f"port {settings.redis_port}",
+        "bind 127.0.0.1 -::1",
+        f"dir {data}",
+        "appendonly yes",
+        "appendfsync everysec",
+        "maxmemory-policy noeviction",
+        "save ''",
+    ]
+    password = settings.redis_password.get_secret_value()
+    if password:
+        quoted = password.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'requirepass "{quoted}"')
+    conf.write_text("\n".join(lines) + "\n")
+    conf.chmod(0o600)
+    return conf
+
+
+def start_redis(settings: Settings, out: TextIO) -> None:
+    pid = _pid_alive(RUN_DIR / "redis.pid")
+    if pid:
+        out.write(f"redis-server already running (pid {pid})\n")
+        return
+    if port_in_use(settings.redis_port):
+        if check_redis(settings).ok:
+            out.write(f"a Redis already answers on port {settings.redis_port}; using it\n")
+            return
+        raise StackError(
+            f"port {settings.redis_port} is in use by something that is not our Redis: stop it, "
+            "or set REDIS_PORT in .env to a free port"
+        )
+    binary = shutil.which("redis-server")
+    if not binary:
+        raise StackError(
+            "redis-server is not installed: `sudo apt-get install -y redis-server` "
+            "(Debian/Ubuntu) or `brew install redis` (macOS)"
+        )
+    pid = _spawn("redis", [binary, str(_redis_conf(settings))], dict(os.environ))
+    out.write(f"started redis-server on 127.0.0.1:{settings.redis_port} (pid {pid})\n")
+
+
+def start_llm_server(settings: Settings, out: TextIO) -> None:
+    pid = _pid_alive(RUN_DIR / "llm-server.pid")
+    if pid:
+        out.write(f"llama.cpp server already running (pid {pid})\n")
+        return
+    if port_in_use(settings.llm_port):
+        raise StackError(
+            f"port {settings.llm_port} is in use: stop what listens there, or set LLM_PORT and "
+            "LLM_SERVER_URL in .env to a free port"
+        )
+    model = settings.model_path
+    if not model.is_file():
+        raise StackError(f"model missing: {model} does not exist; run `make model`")
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        raise StackError(
+            "llama-cpp-python is not installed in this venv: `make venv` installs it "
+            "(extra `llamacpp`)"
+        ) from None
+    env = dict(os.environ)
+    env.update(
+        MODEL_PATH=str(model.resolve()),
+        HOST="127.0.0.1",
+        PORT=str(settings.llm_port),
+        N_CTX=str(settings.n_ctx),
+        N_GPU_LAYERS=str(settings.n_gpu_layers),
+        LLM_API_KEY=settings.llm_api_key.get_secret_value(),
+    )
+    pid = _spawn("llm-server", [sys.executable, str(LAUNCHER)], env)
+    out.write(f"started the llama.cpp server on 127.0.0.1:{settings.llm_port} (pid {pid})\n")
+
+
+def start_worker(out: TextIO) -> None:
+    pid = _pid_alive(RUN_DIR / "worker.pid")
+    if pid:
+        out.write(f"worker already running (pid {pid})\n")
+        return
+    celery = Path(sys.executable).with_name("celery")
+    pid = _spawn("worker", [str(celery), "-A", "worker", "worker", "--loglevel=info"],
+                 dict(os.environ))
+    out.write(f"started a worker (pid {pid}); log in {RUN_DIR / 'worker.log'}\n")
+
+
+def wait_ready(settings: Settings, timeout: float, out: TextIO) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        checks = [check_redis(settings), check_llm_server(settings)]
+        if all(c.ok for c in checks):
+            for check in checks:
+                out.write(f"ready: {check.name}: {check.detail}\n")
+            return
+        for name in ("redis", "llm-server"):
+            pid_file = RUN_DIR / f"{name}.pid"
+            if pid_file.exists() and not _pid_alive(pid_file):
+                raise StackError(f"{name} exited at start; see {RUN_DIR / (name + '.log')}")
+        time.sleep(0.5)
+    raise StackError(f"not ready after {timeout:g}s; see the logs in {RUN_DIR}/")
+
+
+def stack_up(settings: Settings, out: TextIO, with_worker: bool = False) -> None:
+    """Start Redis and the LLM server (and a background worker if asked), then wait."""
+    if docker_answers():
+        out.write("a Docker engine answers: starting the compose stack\n")
+        subprocess.run(
+            ["docker", "compose", "-f", COMPOSE_FILES[0], "-f", COMPOSE_FILES[1], "up", "-d",
+             "--wait"],
+            check=True,
+        )
+        RUN_DIR.mkdir(exist_ok=True)
+        (RUN_DIR / "mode").write_text("compose\n")
+    else:
+        out.write("no Docker engine answers: starting local processes (logs in .run/)\n")
+        start_redis(settings, out)
+        start_llm_server(settings, out)
+        RUN_DIR.mkdir(exist_ok=True)
+        (RUN_DIR / "mode").write_text("local\n")
+    wait_ready(settings, 300.0, out)
+    if with_worker:
+        start_worker(out)
+
+
+def _stop(name: str, out: TextIO) -> None:
+    pid_file = RUN_DIR / f"{name}.pid"
+    pid = _pid_alive(pid_file)
+    if pid:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not _pid_alive(pid_file):
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        out.write(f"stopped {name} (pid {pid})\n")
+    pid_file.unlink(missing_ok=True)
+
+
+def stack_down(out: TextIO) -> None:
+    """Stop whatever `stack_up` started."""
+    mode = (RUN_DIR / "mode").read_text().strip() if (RUN_DIR / "mode").exists() else "local"
+    for name in ("worker", "llm-server", "redis"):
+        _stop(name, out)
+    if mode == "compose":
+        subprocess.run(
+            ["docker", "compose", "-f", COMPOSE_FILES[0], "-f", COMPOSE_FILES[1], "down"],
+            check=False,
+        )
+    (RUN_DIR / "mode").unlink(missing_ok=True)
+    out.write("stack stopped\n")
