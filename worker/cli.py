@@ -155,8 +155,14 @@ def show_result(result: Any, out: TextIO) -> int:
     """Print a finished job as JSON; exit 1 if it failed."""
     state = result.state
     if state == "SUCCESS":
-        out.write(json.dumps({"id": result.id, "state": state, "result": result.result},
-                             indent=2, ensure_ascii=False) + "\n")
+        out.write(
+            json.dumps(
+                {"id": result.id, "state": state, "result": result.result},
+                indent=2,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
         return 0
     if state == "FAILURE":
         exc = result.result
@@ -164,8 +170,12 @@ def show_result(result: Any, out: TextIO) -> int:
         last_output = getattr(exc, "last_output", None)
         if last_output:
             error["last_output"] = last_output
-        out.write(json.dumps({"id": result.id, "state": state, "error": error},
-                             indent=2, ensure_ascii=False) + "\n")
+        out.write(
+            json.dumps(
+                {"id": result.id, "state": state, "error": error}, indent=2, ensure_ascii=False
+            )
+            + "\n"
+        )
         return 1
     meta = result.info if isinstance(result.info, dict) else {}
     out.write(json.dumps({"id": result.id, "state": state, "info": meta}, indent=2) + "\n")
@@ -202,7 +212,7 @@ def run_result(args: argparse.Namespace, settings: Settings, out: TextIO, err: T
 
     if not require_redis(settings, err):
         return 1
-    result = AsyncResult(args.id, app=app)
+    result: AsyncResult[Any] = AsyncResult(args.id, app=app)
     if args.wait:
         wait_for(result, args.timeout, err)
     elif result.state == "PENDING":
@@ -257,10 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait and show the result")
     submit.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
 
-    result = sub.add_parser("result", help="show a job's state and result")
-    result.add_argument("id")
-    result.add_argument("--wait", action="store_true", help="wait until the job ends")
-    result.add_argument("--timeout", type=float, default=600.0)
+    show = sub.add_parser("result", help="show a job's state and result")
+    show.add_argument("id")
+    show.add_argument("--wait", action="store_true", help="wait until the job ends")
+    show.add_argument("--timeout", type=float, default=600.0)
 
     demo = sub.add_parser("demo", help="run one sample job of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=600.0)

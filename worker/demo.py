@@ -45,7 +45,7 @@ def demo_jobs() -> list[tuple[str, dict[str, Any]]]:
         (
             "extract",
             {
-                "text": "Maria Lopez, 34, moved from Madrid to Lisbon last spring to open a bakery.",
+                "text": "Maria Lopez, 34, moved from Madrid to Lisbon to open a bakery.",
                 "schema": PERSON_SCHEMA,
             },
         ),
@@ -67,14 +67,27 @@ def _brief(kind: str, payload: dict[str, Any]) -> str:
     return repr(payload["text"])
 
 
+def _highlight(kind: str, value: dict[str, Any]) -> str:
+    """The one line of a result worth reading first."""
+    if kind == "chat":
+        return str(value["text"])
+    if kind == "summarize":
+        return f"{value['chunks']} chunks -> {value['summary']}"
+    if kind == "extract":
+        return json.dumps(value["data"])
+    return str(value["label"])
+
+
 def run_demo(timeout: float, out: TextIO, err: TextIO) -> int:
     """Submit every sample job, wait for each, and print its result."""
     from worker.app import app
     from worker.cli import show_result, wait_for
 
     failures = 0
-    results = [(kind, payload, app.send_task(f"kcw.{kind}", args=[payload]))
-               for kind, payload in demo_jobs()]
+    results = [
+        (kind, payload, app.send_task(f"kcw.{kind}", args=[payload]))
+        for kind, payload in demo_jobs()
+    ]
     for kind, payload, result in results:
         started = time.monotonic()
         out.write(f"\n== {kind}: {_brief(kind, payload)}\n")
@@ -82,13 +95,7 @@ def run_demo(timeout: float, out: TextIO, err: TextIO) -> int:
         wait_for(result, timeout, err)
         failures += show_result(result, out)
         if result.successful():
-            value = result.result
-            highlight = {
-                "chat": lambda v: v["text"],
-                "summarize": lambda v: f"{v['chunks']} chunks -> {v['summary']}",
-                "extract": lambda v: json.dumps(v["data"]),
-                "classify": lambda v: v["label"],
-            }[kind](value)
+            highlight = _highlight(kind, result.result)  # type: ignore[arg-type]
             out.write(f"-> {highlight}  ({time.monotonic() - started:.1f}s)\n")
     out.write(f"\n{len(results) - failures}/{len(results)} demo jobs succeeded\n")
     return 1 if failures else 0

@@ -6,7 +6,7 @@ A bad input becomes `InvalidJobInput` with one line per problem, naming the fiel
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -105,7 +105,9 @@ class ExtractInput(_Input):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"schema is not valid JSON ({exc.msg} at char {exc.pos})") from None
+                raise ValueError(
+                    f"schema is not valid JSON ({exc.msg} at char {exc.pos})"
+                ) from None
         if not isinstance(value, dict):
             raise ValueError(f"schema must be a JSON object, not {type(value).__name__}")
         return value
@@ -120,7 +122,9 @@ class ExtractInput(_Input):
             validator.check_schema(value)
         except jsonschema.SchemaError as exc:
             where = "/".join(str(p) for p in exc.path) or "(root)"
-            raise ValueError(f"schema is not a valid JSON Schema at {where}: {exc.message}") from None
+            raise ValueError(
+                f"schema is not a valid JSON Schema at {where}: {exc.message}"
+            ) from None
         return value
 
 
@@ -129,6 +133,11 @@ class Example(_Input):
 
     text: str = Field(min_length=1, max_length=10_000)
     label: str
+
+    @field_validator("label")
+    @classmethod
+    def _strip(cls, label: str) -> str:
+        return label.strip()
 
 
 class ClassifyInput(_Input):
@@ -166,7 +175,9 @@ class ClassifyInput(_Input):
 class EmbedInput(_Input):
     """Input of `embed`: one text or a list of texts."""
 
-    texts: list[str] = Field(min_length=1, max_length=2048)
+    texts: list[Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]] = Field(
+        min_length=1, max_length=2048
+    )
 
     @field_validator("texts", mode="before")
     @classmethod

@@ -9,6 +9,8 @@ from typing import Any
 
 import jsonschema
 
+from worker import prompts
+from worker.chunking import split_text
 from worker.errors import (
     AuthenticationFailed,
     ContextLengthExceeded,
@@ -17,20 +19,18 @@ from worker.errors import (
     LLMResponseInvalid,
     ModelNotFound,
 )
-from worker.llm_client import LLMClient, Usage
-from worker.chunking import split_text
 from worker.inputs import ChatInput, ClassifyInput, EmbedInput, ExtractInput
-from worker import prompts
+from worker.llm_client import LLMClient, Usage
 
 __all__ = [
     "SummaryPlan",
-    "classify",
     "chat",
+    "classify",
+    "combine_summaries",
     "embed",
     "extract",
     "plan_summary",
     "summarize_part",
-    "combine_summaries",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,9 @@ def plan_summary(client: LLMClient, text: str, summary_tokens: int) -> SummaryPl
     """Split `text` into chunks sized by the served context length."""
     chunk_chars, context = chunk_budget_chars(client, text, summary_tokens)
     chunks = split_text(text, chunk_chars)
-    log.info("summarize: %d chars -> %d chunk(s) of <= %d chars", len(text), len(chunks), chunk_chars)
+    log.info(
+        "summarize: %d chars -> %d chunk(s) of <= %d chars", len(text), len(chunks), chunk_chars
+    )
     return SummaryPlan(chunks=chunks, context_length=context, chunk_chars=chunk_chars)
 
 

@@ -8,6 +8,7 @@ tenacity; the SDK's own retries are off so that nothing retries twice.
 from __future__ import annotations
 
 import email.utils
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -101,10 +102,14 @@ def _retry_after(response: httpx.Response) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None  # unparseable: fall back to our own backoff
+        seconds = parsed.timestamp() - time.time()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _server_message(response: httpx.Response) -> str:
@@ -302,13 +307,21 @@ class LLMClient:
         )
         context = self.settings.llm_context_length or None
         if context is None:
-            props = None
-            if backend == "llamacpp":
-                with self._boundary():
-                    response = self.http.get("/props")
-                props = response.json() if response.status_code == 200 else None
+            props = self._props() if backend == "llamacpp" else None
             context = PROFILES[backend].context_length(entry, props)
         return ServerInfo(backend=backend, model=model, models=ids, context_length=context)
+
+    def _props(self) -> JSON | None:
+        """llama.cpp's `/props`, or None when the server has none or answers nonsense."""
+        with self._boundary():
+            response = self.http.get("/props")
+        if response.status_code != 200:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
 
     def chat(
         self,
@@ -364,6 +377,8 @@ class LLMClient:
             if response.is_error:
                 raise error_from_response(response, self.url)
             data = response.json()
+            if not isinstance(data, dict):
+                raise ValueError(f"{profile.tokenize_path} returned {type(data).__name__}")
             if isinstance(data.get("count"), int):
                 return int(data["count"])
             return len(data.get("tokens") or [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,7 +30,11 @@ class WaitRetryAfter:
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, LLMUnavailable) and exc.retry_after is not None:
+        if (
+            isinstance(exc, LLMUnavailable)
+            and exc.retry_after is not None
+            and math.isfinite(exc.retry_after)
+        ):
             return float(min(max(exc.retry_after, 0.0), self.max_wait))
         return float(self._fallback(state))
 

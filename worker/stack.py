@@ -152,8 +152,9 @@ def start_worker(out: TextIO) -> None:
         out.write(f"worker already running (pid {pid})\n")
         return
     celery = Path(sys.executable).with_name("celery")
-    pid = _spawn("worker", [str(celery), "-A", "worker", "worker", "--loglevel=info"],
-                 dict(os.environ))
+    pid = _spawn(
+        "worker", [str(celery), "-A", "worker", "worker", "--loglevel=info"], dict(os.environ)
+    )
     out.write(f"started a worker (pid {pid}); log in {RUN_DIR / 'worker.log'}\n")
 
 
@@ -178,8 +179,17 @@ def stack_up(settings: Settings, out: TextIO, with_worker: bool = False) -> None
     if docker_answers():
         out.write("a Docker engine answers: starting the compose stack\n")
         subprocess.run(
-            ["docker", "compose", "-f", COMPOSE_FILES[0], "-f", COMPOSE_FILES[1], "up", "-d",
-             "--wait"],
+            [
+                "docker",
+                "compose",
+                "-f",
+                COMPOSE_FILES[0],
+                "-f",
+                COMPOSE_FILES[1],
+                "up",
+                "-d",
+                "--wait",
+            ],
             check=True,
         )
         RUN_DIR.mkdir(exist_ok=True)

@@ -229,7 +229,10 @@ class Launcher:
 
 async def _send_json(send: Send, status: int, body: Any, retry_after: int | None = None) -> None:
     payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -250,8 +253,11 @@ def main() -> int:
 
     launcher = Launcher(config)
     threading.Thread(target=launcher.load, name="model-loader", daemon=True).start()
-    log.info("listening on %s:%d; /health says 'loading' until the model is ready",
-             config.host, config.port)
+    log.info(
+        "listening on %s:%d; /health says 'loading' until the model is ready",
+        config.host,
+        config.port,
+    )
     uvicorn.run(launcher, host=config.host, port=config.port, log_level="warning")
     return 0
 

@@ -52,9 +52,8 @@ def worker(tmp_root: Path, redis_server: RedisServer, llm_server: LLMServer) -> 
     stop(proc.proc)
 
 
-@pytest.fixture(scope="session")
-def celery_app(redis_server: RedisServer, worker: Worker) -> Iterator[Any]:
-    """A client-side Celery app pointed at the test Redis (the worker's settings, not .env)."""
+def client_app(redis_server: RedisServer, db: int = 0) -> Any:
+    """A client-side Celery app on the test Redis, configured like the worker (not from .env)."""
     from celery import Celery
 
     from worker.app import celery_config
@@ -64,20 +63,19 @@ def celery_app(redis_server: RedisServer, worker: Worker) -> Iterator[Any]:
         _env_file=None,  # type: ignore[call-arg]
         redis_host="127.0.0.1",
         redis_port=redis_server.port,
+        redis_db=db,
         redis_password=redis_server.password,  # type: ignore[arg-type]
     )
     client = Celery("kcw-tests")
     client.conf.update(celery_config(settings))
-    yield client
-    client.close()
+    return client
 
 
-@pytest.fixture()
-def submit(celery_app: Any) -> Callable[..., Any]:
-    """Send a job by name to the real worker and wait for it to end."""
+def submitter(app: Any) -> Callable[..., Any]:
+    """Send a job by name through `app` and wait for it to end."""
 
     def run(kind: str, payload: Any, timeout: float = 300) -> Any:
-        result = celery_app.send_task(f"kcw.{kind}", args=[payload])
+        result = app.send_task(f"kcw.{kind}", args=[payload])
         deadline = time.monotonic() + timeout
         while not result.ready():
             if time.monotonic() > deadline:
@@ -88,3 +86,36 @@ def submit(celery_app: Any) -> Callable[..., Any]:
     return run
 
 
+@pytest.fixture(scope="session")
+def celery_app(redis_server: RedisServer, worker: Worker) -> Iterator[Any]:
+    client = client_app(redis_server)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def submit(celery_app: Any) -> Callable[..., Any]:
+    """Send a job by name to the session's real worker and wait for it to end."""
+    return submitter(celery_app)
+
+
+@pytest.fixture(scope="session")
+def spawn_worker(
+    tmp_root: Path, redis_server: RedisServer
+) -> Iterator[Callable[..., tuple[Worker, Callable[..., Any]]]]:
+    """Start an extra worker on its own Redis db with other settings; returns it and a submit."""
+    started: list[tuple[Worker, Any]] = []
+    next_db = iter(range(1, 16))
+
+    def spawn(llm_url: str, **overrides: str) -> tuple[Worker, Callable[..., Any]]:
+        db = next(next_db)
+        env = worker_env(redis_server, llm_url, REDIS_DB=str(db), **overrides)
+        extra = start_worker(tmp_root, env, f"db{db}")
+        app = client_app(redis_server, db)
+        started.append((extra, app))
+        return extra, submitter(app)
+
+    yield spawn
+    for extra, app in started:
+        stop(extra.proc)
+        app.close()

@@ -7,14 +7,13 @@ no `.env`, and is stopped when its fixture ends.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf"
 LAUNCHER = ROOT / "docker/llamacpp/launcher.py"
 BIN = Path(sys.executable).parent
+
 
 def free_port() -> int:
     with socket.socket() as sock:

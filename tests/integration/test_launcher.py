@@ -70,9 +70,7 @@ def test_missing_model_file_is_a_503_that_names_model_path(tmp_path: Path) -> No
 
 
 def test_missing_model_falls_back_to_the_default_and_says_so(tmp_path: Path) -> None:
-    server = start_launcher(
-        tmp_path, model=tmp_path / "absent.gguf", DEFAULT_MODEL_PATH=str(MODEL)
-    )
+    server = start_launcher(tmp_path, model=tmp_path / "absent.gguf", DEFAULT_MODEL_PATH=str(MODEL))
     try:
         assert server.health().json() == {"status": "ok"}
         assert "serving the default model" in server.log.read_text()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.config import Settings
+from worker.config import Settings, load_settings
 from worker.llm_client import LLMClient
 
 JSON = dict[str, Any]
@@ -41,7 +41,7 @@ def make_settings() -> SettingsFactory:
 
     def make(**overrides: Any) -> Settings:
         overrides.setdefault("llm_server_url", SERVER_URL)
-        return Settings(_env_file=None, **overrides)
+        return load_settings(_env_file=None, **overrides)
 
     return make
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import worker
 from worker.app import QUEUE, celery_config
-from worker.config import Settings
+from worker.config import Settings, load_settings
 
 if TYPE_CHECKING:
     from tests.unit.conftest import SettingsFactory
@@ -131,10 +131,6 @@ def test_app_configuration_follows_the_environment(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     broker_url, visibility, flags = result.stdout.splitlines()
     assert broker_url == "redis://:p%40ss@redis.test:6379/0"
-    assert (
-        int(visibility)
-        == Settings(
-            _env_file=None, task_time_limit=600, task_retry_backoff_max=60
-        ).visibility_timeout
-    )
+    expected = load_settings(_env_file=None, task_time_limit=600, task_retry_backoff_max=60)
+    assert int(visibility) == expected.visibility_timeout
     assert flags == "True ['json']"

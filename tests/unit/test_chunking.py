@@ -117,13 +117,6 @@ def test_order_of_chunks_follows_the_document() -> None:
     assert "\n\n".join(chunks) == "\n\n".join(paras)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "chunking.split_text appends a piece that is blank after strip() (here the tab run "
-        "between two words) with a '\\n\\n' separator, so a chunk ends in whitespace"
-    ),
-)
 def test_chunks_carry_no_surrounding_whitespace() -> None:
     chunks = split_text("a \t\t a", 3)
 

@@ -11,7 +11,6 @@ from kombu.utils.url import url_to_parts
 
 from worker.config import (
     PLACEHOLDER_SECRETS,
-    Settings,
     SettingsError,
     get_settings,
     load_settings,
@@ -19,7 +18,7 @@ from worker.config import (
 
 
 def test_defaults_describe_a_local_stack() -> None:
-    settings = Settings(_env_file=None)
+    settings = load_settings(_env_file=None)
 
     assert settings.redis_url == "redis://localhost:6379/0"
     assert settings.llm_server_url == "http://localhost:8000"
@@ -149,7 +148,7 @@ def test_real_secrets_never_appear_in_an_error_about_another_key(
 
 
 def test_secrets_are_hidden_in_repr() -> None:
-    settings = Settings(_env_file=None, llm_api_key="sk-live-0123", redis_password="hunter2")
+    settings = load_settings(_env_file=None, llm_api_key="sk-live-0123", redis_password="hunter2")
 
     assert "sk-live-0123" not in repr(settings)
     assert "hunter2" not in repr(settings)
@@ -168,7 +167,7 @@ def test_secrets_are_hidden_in_repr() -> None:
     ],
 )
 def test_server_url_loses_trailing_v1_and_slash(given: str, expected: str) -> None:
-    assert Settings(_env_file=None, llm_server_url=given).llm_server_url == expected
+    assert load_settings(_env_file=None, llm_server_url=given).llm_server_url == expected
 
 
 def test_server_url_without_scheme_is_refused() -> None:
@@ -178,7 +177,7 @@ def test_server_url_without_scheme_is_refused() -> None:
 
 def test_redis_url_quotes_a_password_with_special_characters() -> None:
     password = "p@ss:w/rd#%?&="
-    settings = Settings(
+    settings = load_settings(
         _env_file=None, redis_password=password, redis_host="redis", redis_port=6390, redis_db=2
     )
 
@@ -197,14 +196,14 @@ def test_redis_url_quotes_a_password_with_special_characters() -> None:
 
 
 def test_redis_url_has_no_auth_part_without_a_password() -> None:
-    assert "@" not in Settings(_env_file=None).redis_url
+    assert "@" not in load_settings(_env_file=None).redis_url
 
 
 @pytest.mark.parametrize(("time_limit", "backoff_max"), [(1800, 300), (130, 1), (10_000, 3600)])
 def test_visibility_timeout_outlasts_the_longest_task_and_retry_countdown(
     time_limit: int, backoff_max: int
 ) -> None:
-    settings = Settings(
+    settings = load_settings(
         _env_file=None, task_time_limit=time_limit, task_retry_backoff_max=backoff_max
     )
 
@@ -213,7 +212,7 @@ def test_visibility_timeout_outlasts_the_longest_task_and_retry_countdown(
 
 @pytest.mark.parametrize("time_limit", [10, 1800, 100_000])
 def test_soft_time_limit_fires_before_the_hard_one(time_limit: int) -> None:
-    settings = Settings(_env_file=None, task_time_limit=time_limit, llm_timeout=5)
+    settings = load_settings(_env_file=None, task_time_limit=time_limit, llm_timeout=5)
 
     assert 0 < settings.task_soft_time_limit < time_limit
 
