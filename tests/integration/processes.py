@@ -125,11 +125,11 @@ def start_redis(tmp: Path, password: str) -> RedisServer:
 
 
 def start_launcher(
-    tmp: Path, model: Path | str = MODEL, wait: bool = True, **env: str
+    tmp: Path, model: Path | str = MODEL, wait: bool = True, port: int = 0, **env: str
 ) -> LLMServer:
     if isinstance(model, Path) and model == MODEL and not MODEL.is_file():
         pytest.fail(f"{MODEL} is missing: run `make model`")
-    port = free_port()
+    port = port or free_port()
     log = tmp / f"launcher-{port}.log"
     full_env = {
         **os.environ,

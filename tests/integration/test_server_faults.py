@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,13 +83,11 @@ def test_server_that_comes_back_lets_queued_jobs_finish(
         TASK_MAX_RETRIES="10",
         TASK_RETRY_BACKOFF_MAX="2",
     )
-    import threading
-
     holder: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: holder.update(job=submit("chat", CHAT, timeout=180)))
     thread.start()
     time.sleep(3)  # the job is now retrying against a closed port
-    server = start_launcher(tmp_path, PORT=str(port))
+    server = start_launcher(tmp_path, port=port)
     try:
         thread.join(180)
         job = holder["job"]
