@@ -113,42 +113,46 @@ def build_payload(args: argparse.Namespace) -> dict[str, Any]:
     return {"texts": args.text}
 
 
-def _progress_line(result: Any, started: float, tick: int) -> str:
+def _progress(result: Any) -> str:
+    """The job's state, plus chunk progress while a summary's chord runs."""
     from celery.result import AsyncResult
 
-    state = result.state
-    line = f"{SPINNER[tick % 4]} {result.id}  {state.lower():<8} {time.monotonic() - started:5.1f}s"
-    info = result.info if state == "PROGRESS" else None
+    state = str(result.state).lower()
+    info = result.info if result.state == "PROGRESS" else None
     if isinstance(info, dict):
         ids = info.get("chunk_ids") or []
         done = sum(1 for cid in ids if AsyncResult(cid, app=result.app).ready())
-        line += f"  {info.get('stage', '')}: {done}/{len(ids)} done"
-    return line
+        return f"{state}  {info.get('stage', '')}: {done}/{len(ids)} done"
+    return state
 
 
 def wait_for(result: Any, timeout: float, err: TextIO) -> None:
-    """Poll until the job ends, drawing a one-line progress display on a terminal."""
+    """Poll until the job ends: a live line on a terminal, one line per change otherwise."""
     started = time.monotonic()
     live = err.isatty()
+    width = 0
     last = ""
     tick = 0
     while not result.ready():
-        if time.monotonic() - started > timeout:
+        elapsed = time.monotonic() - started
+        if elapsed > timeout:
             raise TimeoutError(
                 f"job {result.id} is still {result.state.lower()} after {timeout:g}s; "
                 f"check later with `kcw result {result.id}`"
             )
-        line = _progress_line(result, started, tick)
+        status = _progress(result)
         if live:
-            err.write("\r" + line.ljust(len(last)))
+            line = f"{SPINNER[tick % 4]} {result.id}  {elapsed:5.1f}s  {status}"
+            err.write("\r" + line.ljust(width))
             err.flush()
-        elif line.split()[2:4] != last.split()[2:4]:
-            err.write(line + "\n")
-        last = line
+            width = len(line)
+        elif status != last:
+            err.write(f"  {result.id}  {elapsed:5.1f}s  {status}\n")
+        last = status
         tick += 1
         time.sleep(0.25)
     if live:
-        err.write("\r" + " " * len(last) + "\r")
+        err.write("\r" + " " * width + "\r")
 
 
 def show_result(result: Any, out: TextIO) -> int:

@@ -52,7 +52,7 @@ def demo_jobs() -> list[tuple[str, dict[str, Any]]]:
         (
             "classify",
             {
-                "text": "The package arrived broken and support never answered my emails.",
+                "text": "Worst purchase ever, a total waste of money.",
                 "labels": ["positive", "negative", "neutral"],
             },
         ),
@@ -79,23 +79,33 @@ def _highlight(kind: str, value: dict[str, Any]) -> str:
 
 
 def run_demo(timeout: float, out: TextIO, err: TextIO) -> int:
-    """Submit every sample job, wait for each, and print its result."""
+    """Submit every sample job at once, then wait for each and print what it gave."""
     from worker.app import app
-    from worker.cli import show_result, wait_for
+    from worker.cli import wait_for
 
-    failures = 0
-    results = [
+    started = time.monotonic()
+    jobs = [
         (kind, payload, app.send_task(f"kcw.{kind}", args=[payload]))
         for kind, payload in demo_jobs()
     ]
-    for kind, payload, result in results:
-        started = time.monotonic()
+    out.write(f"submitted {len(jobs)} jobs; a worker runs them against the LLM server\n")
+    failures = 0
+    for kind, payload, result in jobs:
         out.write(f"\n== {kind}: {_brief(kind, payload)}\n")
         out.flush()
         wait_for(result, timeout, err)
-        failures += show_result(result, out)
         if result.successful():
-            highlight = _highlight(kind, result.result)  # type: ignore[arg-type]
-            out.write(f"-> {highlight}  ({time.monotonic() - started:.1f}s)\n")
-    out.write(f"\n{len(results) - failures}/{len(results)} demo jobs succeeded\n")
+            value = result.result
+            tokens = value["usage"]["total_tokens"]
+            out.write(f"-> {_highlight(kind, value)}\n")
+            out.write(
+                f"   job {result.id}: {tokens} tokens, done at {time.monotonic() - started:.1f}s\n"
+            )
+        else:
+            failures += 1
+            out.write(f"-> FAILED: {type(result.result).__name__}: {result.result}\n")
+    out.write(
+        f"\n{len(jobs) - failures}/{len(jobs)} demo jobs succeeded; "
+        "`kcw result <job id>` shows any of them in full\n"
+    )
     return 1 if failures else 0

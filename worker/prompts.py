@@ -28,8 +28,11 @@ def summary_messages(text: str, instructions: str | None, part: tuple[int, int] 
 
 def combine_messages(partials: list[str], instructions: str | None) -> Messages:
     """Ask for one summary that merges the summaries of a document's parts."""
-    joined = "\n\n".join(f"Part {i}: {s}" for i, s in enumerate(partials, 1))
-    ask = "These are summaries of consecutive parts of one document. Write one summary of it."
+    joined = "\n\n".join(partials)
+    ask = (
+        "The paragraphs below summarize consecutive parts of one document. "
+        "Write one short summary of the whole document."
+    )
     if instructions:
         ask += f" {instructions}"
     return [
@@ -56,14 +59,18 @@ def extract_messages(inp: ExtractInput, feedback: str | None = None) -> Messages
 
 
 def classify_messages(inp: ClassifyInput) -> Messages:
-    """Ask for the one label that fits the text."""
-    labels = ", ".join(json.dumps(label, ensure_ascii=False) for label in inp.labels)
-    system = f"Classify the text. Answer with exactly one of these labels: {labels}."
+    """Ask for the one label that fits the text (decoding is constrained to the labels too)."""
+    labels = ", ".join(inp.labels)
+    system = "You are a careful text classifier."
     if inp.instructions:
         system += f" {inp.instructions}"
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
+
+    def ask(text: str) -> str:
+        return f'Classify the following text as one of: {labels}.\n\nText: "{text}"\n\nLabel:'
+
     for example in inp.examples:
-        messages.append({"role": "user", "content": example.text})
+        messages.append({"role": "user", "content": ask(example.text)})
         messages.append({"role": "assistant", "content": example.label})
-    messages.append({"role": "user", "content": inp.text})
+    messages.append({"role": "user", "content": ask(inp.text)})
     return messages
