@@ -95,7 +95,7 @@ def run_demo(timeout: float, out: TextIO, err: TextIO) -> int:
         out.flush()
         wait_for(result, timeout, err)
         if result.successful():
-            value = result.result
+            value: dict[str, Any] = result.result  # type: ignore[assignment]
             tokens = value["usage"]["total_tokens"]
             out.write(f"-> {_highlight(kind, value)}\n")
             out.write(
