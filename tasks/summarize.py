@@ -38,7 +38,8 @@ def _map_reduce(task: LLMTask, text: str, options: dict[str, Any], chunks_so_far
             instructions=options["instructions"],
             part=None,
         )
-        return {**result, "chunks": max(chunks_so_far, 1)}
+        usage = _usage(result).add(_carried(options))
+        return {**result, "usage": usage.as_dict(), "chunks": max(chunks_so_far, 1)}
     if options["round"] >= MAX_ROUNDS:
         raise ContextLengthExceeded(
             f"The summaries still do not fit the context after {MAX_ROUNDS} rounds: lower "
@@ -90,17 +91,28 @@ def combine_summaries(
     self: LLMTask, partials: list[dict[str, Any]], options: dict[str, Any], chunks: int
 ) -> Any:
     """Merge the chunk summaries; another round of chunks if they still do not fit."""
-    usage = Usage()
+    usage = _carried(options)
     for part in partials:
-        usage.add(Usage(part["usage"]["prompt_tokens"], part["usage"]["completion_tokens"]))
+        usage.add(_usage(part))
     texts = [part["summary"] for part in partials]
     client = get_client()
     joined = "\n\n".join(texts)
     plan = jobs.plan_summary(client, joined, options["max_tokens"])
     if len(plan.chunks) > 1:
-        return _map_reduce(self, joined, options, chunks)
+        # Still too long: another round over the partial summaries, carrying the usage so far.
+        return _map_reduce(self, joined, {**options, "usage": usage.as_dict()}, chunks)
     result = jobs.combine_summaries(
         client, texts, max_tokens=options["max_tokens"], instructions=options["instructions"]
     )
-    usage.add(Usage(result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"]))
+    usage.add(_usage(result))
     return {**result, "usage": usage.as_dict(), "chunks": chunks}
+
+
+def _usage(result: dict[str, Any]) -> Usage:
+    return Usage(result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"])
+
+
+def _carried(options: dict[str, Any]) -> Usage:
+    """Usage of earlier rounds, passed along in the options of a multi-round summary."""
+    carried = options.get("usage")
+    return _usage({"usage": carried}) if carried else Usage()

@@ -126,3 +126,19 @@ def test_embed_on_a_chat_model_fails_with_how_to_enable_embeddings(submit: Submi
     assert job.failed()
     assert type(job.result).__name__ == "EmbeddingsUnsupported"
     assert "EMBEDDING=true" in str(job.result)
+
+
+def test_summarize_combines_in_rounds_when_partials_do_not_fit(
+    spawn_worker: Callable[..., Any], llm_server: Any
+) -> None:
+    # A small context (set by LLM_CONTEXT_LENGTH) makes many chunks whose partial summaries
+    # no longer fit one request, so the combine step runs another chord round.
+    _, submit_small = spawn_worker(llm_server.url, LLM_CONTEXT_LENGTH="512")
+    document = long_document()[:16_000]
+    job = submit_small("summarize", {"text": document, "max_tokens": 32}, timeout=600)
+    assert job.successful(), job.result
+    value = job.result
+    assert value["chunks"] > 12, value
+    assert value["summary"].strip()
+    # Every call of every round is counted.
+    assert value["usage"]["completion_tokens"] > 32 * 12
