@@ -25,6 +25,9 @@ class BackendProfile:
     health_path: str
     tokenize_path: str
     embeddings_hint: str
+    # llama-cpp-python mixes up token embeddings of several inputs in one request for
+    # models without pooling; one input per request gives the right vectors.
+    embed_one_at_a_time: bool = False
 
     def schema_request(self, schema: JSON) -> JSON:
         """Request fields that constrain the answer to JSON matching `schema`."""
@@ -89,6 +92,7 @@ PROFILES: dict[BackendName, BackendProfile] = {
             "start the llama.cpp server with EMBEDDING=true and an embedding GGUF model "
             "(MODEL_FILE), then point LLM_SERVER_URL at it"
         ),
+        embed_one_at_a_time=True,
     ),
     "vllm": BackendProfile(
         name="vllm",

@@ -389,14 +389,35 @@ class LLMClient:
         """Embeddings for `texts`, in order."""
         info = self.server_info()
 
-        def call() -> tuple[list[list[float]], Usage, str]:
-            response = self.sdk.embeddings.create(model=info.model, input=texts)
-            vectors = [list(item.embedding) for item in sorted(response.data, key=_index)]
+        def call(batch: list[str]) -> tuple[list[list[float]], Usage, str]:
+            response = self.sdk.embeddings.create(model=info.model, input=batch)
+            vectors = [_pooled(item.embedding) for item in sorted(response.data, key=_index)]
             usage = Usage(prompt_tokens=response.usage.prompt_tokens if response.usage else 0)
             return vectors, usage, response.model or info.model
 
-        return self._retrying(call)
+        if not info.profile.embed_one_at_a_time:
+            return self._retrying(lambda: call(texts))
+        vectors: list[list[float]] = []
+        usage = Usage()
+        model = info.model
+        for text in texts:
+            one, used, model = self._retrying(lambda text=text: call([text]))  # type: ignore[misc]
+            vectors.extend(one)
+            usage.add(used)
+        return vectors, usage, model
 
 
 def _index(item: Any) -> int:
     return int(item.index)
+
+
+def _pooled(embedding: Any) -> list[float]:
+    """One vector per input: mean-pool when a server returns one vector per token.
+
+    llama-cpp-python does that for models without a pooling layer (chat models).
+    """
+    values = list(embedding)
+    if values and isinstance(values[0], list):
+        width = len(values[0])
+        return [sum(token[i] for token in values) / len(values) for i in range(width)]
+    return [float(v) for v in values]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,11 @@ import jsonschema
 from worker.demo import PERSON_SCHEMA, long_document
 
 Submit = Callable[..., Any]
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
 def _usage_ok(result: dict[str, Any]) -> None:
@@ -142,3 +148,28 @@ def test_summarize_combines_in_rounds_when_partials_do_not_fit(
     assert value["summary"].strip()
     # Every call of every round is counted.
     assert value["usage"]["completion_tokens"] > 32 * 12
+
+
+def test_embed_where_the_server_serves_embeddings(
+    spawn_worker: Callable[..., Any], tmp_path_factory: Any
+) -> None:
+    from tests.integration.processes import start_launcher
+
+    server = start_launcher(tmp_path_factory.mktemp("embed"), EMBEDDING="true")
+    try:
+        _, submit_embed = spawn_worker(server.url)
+        job = submit_embed(
+            "embed", {"texts": ["a cat sat on the mat", "a cat sat on the mat", "x"]}
+        )
+        assert job.successful(), job.result
+        value = job.result
+        vectors = value["embeddings"]
+        assert len(vectors) == 3
+        assert value["dimensions"] == len(vectors[0]) > 100
+        assert all(isinstance(x, float) for x in vectors[0])
+        same, different = _cosine(vectors[0], vectors[1]), _cosine(vectors[0], vectors[2])
+        assert same > 0.99
+        assert different < same
+        assert value["usage"]["prompt_tokens"] > 0
+    finally:
+        server.stop()

@@ -353,7 +353,7 @@ def test_combine_summaries_lists_the_parts_in_order(
 
     assert result["summary"] == "All of it."
     [body] = server.bodies("POST", CHAT)
-    assert last_user_message(body).endswith("Part 1: first\n\nPart 2: second")
+    assert last_user_message(body).endswith("\n\nfirst\n\nsecond")
 
 
 # --- embed ------------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def embeddings_reply(server: FakeServer, vectors: list[list[float]]) -> None:
 def test_embed_returns_vectors_and_dimensions(
     make_server: ServerFactory, make_client: ClientFactory
 ) -> None:
-    server = make_server()
+    server = make_server("vllm")
     embeddings_reply(server, [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
 
     result = jobs.embed(make_client(server), EmbedInput(texts=["a", "b"]))

@@ -765,7 +765,7 @@ def test_health_of_a_closed_port_is_unreachable(
 def test_embed_returns_vectors_in_input_order(
     make_server: ServerFactory, make_client: ClientFactory
 ) -> None:
-    server = make_server("llamacpp").reply(
+    server = make_server("vllm").reply(
         "POST",
         "/v1/embeddings",
         200,
@@ -787,6 +787,33 @@ def test_embed_returns_vectors_in_input_order(
     assert model == "smollm2"
     [body] = server.bodies("POST", "/v1/embeddings")
     assert body["input"] == ["first", "second"]
+
+
+def test_llamacpp_embeds_one_input_per_request_and_pools_token_vectors(
+    make_server: ServerFactory, make_client: ClientFactory
+) -> None:
+    server = make_server("llamacpp")
+    for tokens in ([[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0]]):
+        server.reply(
+            "POST",
+            "/v1/embeddings",
+            200,
+            {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": tokens}],
+                "model": "smollm2",
+                "usage": {"prompt_tokens": len(tokens), "total_tokens": len(tokens)},
+            },
+        )
+
+    vectors, usage, _ = make_client(server).embed(["two tokens", "one"])
+
+    assert vectors == [[2.0, 3.0], [5.0, 6.0]]
+    assert usage.prompt_tokens == 3
+    assert [b["input"] for b in server.bodies("POST", "/v1/embeddings")] == [
+        ["two tokens"],
+        ["one"],
+    ]
 
 
 def test_usage_adds_up() -> None:
