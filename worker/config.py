@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     model_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
     n_ctx: int = Field(4096, ge=256)
     n_gpu_layers: int = Field(0, ge=-1)
+    embedding: bool = False
     llm_port: int = Field(8000, ge=1, le=65535)
 
     @field_validator("llm_server_url")

@@ -140,6 +140,7 @@ def start_llm_server(settings: Settings, out: TextIO) -> None:
         PORT=str(settings.llm_port),
         N_CTX=str(settings.n_ctx),
         N_GPU_LAYERS=str(settings.n_gpu_layers),
+        EMBEDDING="true" if settings.embedding else "false",
         LLM_API_KEY=settings.llm_api_key.get_secret_value(),
     )
     pid = _spawn("llm-server", [sys.executable, str(LAUNCHER)], env)
