@@ -91,6 +91,7 @@ def combine_summaries(
     self: LLMTask, partials: list[dict[str, Any]], options: dict[str, Any], chunks: int
 ) -> Any:
     """Merge the chunk summaries; another round of chunks if they still do not fit."""
+    self.progress(stage=f"combining {len(partials)} summaries", chunks=chunks)
     usage = _carried(options)
     for part in partials:
         usage.add(_usage(part))

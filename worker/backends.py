@@ -89,8 +89,8 @@ PROFILES: dict[BackendName, BackendProfile] = {
         health_path="/health",
         tokenize_path="/extras/tokenize",
         embeddings_hint=(
-            "start the llama.cpp server with EMBEDDING=true and an embedding GGUF model "
-            "(MODEL_FILE), then point LLM_SERVER_URL at it"
+            "set EMBEDDING=true for the llama.cpp server (in .env, then `make down && make up`; "
+            "best with an embedding GGUF model as MODEL_FILE)"
         ),
         embed_one_at_a_time=True,
     ),

@@ -181,8 +181,13 @@ def show_result(result: Any, out: TextIO) -> int:
             + "\n"
         )
         return 1
-    meta = result.info if isinstance(result.info, dict) else {}
-    out.write(json.dumps({"id": result.id, "state": state, "info": meta}, indent=2) + "\n")
+    shown: dict[str, Any] = {"id": result.id, "state": state}
+    if isinstance(result.info, dict):
+        shown["info"] = {k: v for k, v in result.info.items() if k != "chunk_ids"}
+    elif isinstance(result.info, BaseException):
+        # A job in RETRY carries the error that made it wait.
+        shown["retrying_because"] = f"{type(result.info).__name__}: {result.info}"
+    out.write(json.dumps(shown, indent=2, ensure_ascii=False) + "\n")
     return 0 if state in ("PENDING", "STARTED", "PROGRESS", "RETRY") else 1
 
 

@@ -159,7 +159,8 @@ def check_workers(settings: Settings, queue: str, timeout: float = 2.0) -> Check
             "Workers",
             "fail",
             f"no worker answered within {timeout:g}s{backlog}",
-            "start one with `make worker` or `celery -A worker worker --loglevel=info`",
+            "start one with `make worker` or `celery -A worker worker --loglevel=info` (a "
+            "worker that lost Redis a moment ago may still be reconnecting: try again in 10 s)",
         )
     names = []
     serving = False

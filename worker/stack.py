@@ -90,6 +90,32 @@ def _redis_conf(settings: Settings) -> Path:
     return conf
 
 
+def check_local(settings: Settings) -> None:
+    """Everything the local stack needs, checked before anything starts (so nothing is left)."""
+    if not shutil.which("redis-server") and not port_in_use(settings.redis_port):
+        raise StackError(
+            "redis-server is not installed: `sudo apt-get install -y redis-server` "
+            "(Debian/Ubuntu) or `brew install redis` (macOS)"
+        )
+    if not _pid_alive(RUN_DIR / "llm-server.pid"):
+        if port_in_use(settings.llm_port):
+            raise StackError(
+                f"port {settings.llm_port} is in use: stop what listens there, or set LLM_PORT "
+                "and LLM_SERVER_URL in .env to a free port"
+            )
+        if not settings.model_path.is_file():
+            raise StackError(
+                f"model missing: {settings.model_path} does not exist; run `make model`"
+            )
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise StackError(
+                "llama-cpp-python is not installed in this venv: `make venv` installs it "
+                "(extra `llamacpp`)"
+            ) from None
+
+
 def start_redis(settings: Settings, out: TextIO) -> None:
     pid = _pid_alive(RUN_DIR / "redis.pid")
     if pid:
@@ -118,21 +144,8 @@ def start_llm_server(settings: Settings, out: TextIO) -> None:
     if pid:
         out.write(f"llama.cpp server already running (pid {pid})\n")
         return
-    if port_in_use(settings.llm_port):
-        raise StackError(
-            f"port {settings.llm_port} is in use: stop what listens there, or set LLM_PORT and "
-            "LLM_SERVER_URL in .env to a free port"
-        )
+    check_local(settings)
     model = settings.model_path
-    if not model.is_file():
-        raise StackError(f"model missing: {model} does not exist; run `make model`")
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        raise StackError(
-            "llama-cpp-python is not installed in this venv: `make venv` installs it "
-            "(extra `llamacpp`)"
-        ) from None
     env = dict(os.environ)
     env.update(
         MODEL_PATH=str(model.resolve()),
@@ -197,6 +210,7 @@ def stack_up(settings: Settings, out: TextIO, with_worker: bool = False) -> None
         (RUN_DIR / "mode").write_text("compose\n")
     else:
         out.write("no Docker engine answers: starting local processes (logs in .run/)\n")
+        check_local(settings)
         start_redis(settings, out)
         start_llm_server(settings, out)
         RUN_DIR.mkdir(exist_ok=True)

@@ -228,7 +228,7 @@ class Launcher:
 
 
 async def _send_json(send: Send, status: int, body: Any, retry_after: int | None = None) -> None:
-    payload = json.dumps(body).encode()
+    payload = json.dumps(body, separators=(",", ":")).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),

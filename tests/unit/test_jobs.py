@@ -398,7 +398,7 @@ def test_llamacpp_without_embedding_mode_is_embeddings_unsupported_with_a_fix(
     message = str(caught.value)
     assert "does not serve embeddings for 'smollm2'" in message
     assert "Llama model must be created with embedding=True" in message
-    assert "To enable them, start the llama.cpp server with EMBEDDING=true" in message
+    assert "To enable them, set EMBEDDING=true for the llama.cpp server" in message
     assert isinstance(caught.value, LLMRequestRejected)
     assert len(server.calls("POST", EMBEDDINGS)) == 1
     assert sleeps == []
