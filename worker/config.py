@@ -74,6 +74,35 @@ class Settings(BaseSettings):
     embedding: bool = False
     llm_port: int = Field(8000, ge=1, le=65535)
 
+    # How `make up` runs the stack: auto (compose where a Docker engine answers), compose, local.
+    kcw_stack: Literal["auto", "compose", "local"] = "auto"
+
+    # Docker compose (read by the compose files; listed here so one .env is checked as a whole).
+    compose_file: str = "docker-compose.yml:docker-compose.llamacpp.yml"
+    worker_network: str = "worker-network"
+    redis_image: str = "redis:7.4.2-alpine"
+    redis_maxmemory: str = "0"
+    llamacpp_image: str = "kc-worker-llamacpp:latest"
+    llamacpp_base_image: str = "python:3.11.14-slim-bookworm"
+    llamacpp_runtime_image: str = ""
+    llamacpp_cmake_args: str = ""
+    llm_start_period: str = "180s"
+    nvidia_gpu_count: str = "all"
+    rocm_video_group: str = "video"
+    rocm_render_group: str = "render"
+    vllm_image: str = "vllm/vllm-openai"
+    vllm_version: str = "v0.33.0"
+    vllm_local_image: str = "kc-worker-vllm:latest"
+    vllm_shm_size: str = "16g"
+    model_name: str = "/models/model"
+    served_model_name: str = ""
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int = Field(4096, ge=16)
+    vllm_extra_args: str = ""
+    hf_token: SecretStr = SecretStr("")
+    image_registry: str = ""
+
     @field_validator("llm_server_url")
     @classmethod
     def _strip_url(cls, value: str) -> str:

@@ -32,14 +32,64 @@ class StackError(RuntimeError):
 
 
 def docker_answers() -> bool:
-    """True when a Docker engine and the compose files are both there."""
-    if not all(Path(f).is_file() for f in COMPOSE_FILES) or not shutil.which("docker"):
+    """True when a Docker engine answers `docker info`."""
+    if not shutil.which("docker"):
         return False
     try:
-        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
+        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=15, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
+
+
+def gpu_fragment() -> tuple[str | None, str]:
+    """The compose GPU fragment this host can use: NVIDIA, else AMD, else none (CPU)."""
+    if shutil.which("nvidia-smi"):
+        probe = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+        runtimes = subprocess.run(
+            ["docker", "info", "--format", "{{json .Runtimes}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and "nvidia" in runtimes.stdout:
+            first = probe.stdout.strip().splitlines()[0] if probe.stdout.strip() else "NVIDIA GPU"
+            return "docker-compose.nvidia.yml", f"NVIDIA GPU ({first})"
+        if probe.returncode == 0:
+            return (
+                None,
+                "NVIDIA GPU found, but Docker has no nvidia runtime (install the NVIDIA "
+                "Container Toolkit); using the CPU",
+            )
+    if Path("/dev/kfd").exists() and Path("/dev/dri").is_dir():
+        return "docker-compose.rocm.yml", "AMD GPU (/dev/kfd)"
+    return None, "no GPU: the llama.cpp server runs on the CPU"
+
+
+def _image_present(image: str) -> bool:
+    probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def _pullable(image: str, out: TextIO) -> bool:
+    out.write(f"pulling {image} ...\n")
+    try:
+        pulled = subprocess.run(
+            ["docker", "pull", "--quiet", image], capture_output=True, timeout=600, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return pulled.returncode == 0
+
+
+def missing_images(settings: Settings, out: TextIO) -> list[str]:
+    """Upstream images compose would need but neither has nor can pull (offline, say)."""
+    needed = [settings.redis_image]
+    if not _image_present(settings.llamacpp_image):
+        needed.append(settings.llamacpp_base_image)
+        if settings.llamacpp_runtime_image:
+            needed.append(settings.llamacpp_runtime_image)
+    return [img for img in needed if not _image_present(img) and not _pullable(img, out)]
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -188,33 +238,63 @@ def wait_ready(settings: Settings, timeout: float, out: TextIO) -> None:
     raise StackError(f"not ready after {timeout:g}s; see the logs in {RUN_DIR}/")
 
 
+def choose_stack(settings: Settings, out: TextIO) -> str:
+    """compose or local, by KCW_STACK and whether a Docker engine answers; says which and why."""
+    if settings.kcw_stack == "local":
+        out.write("KCW_STACK=local: starting local processes (logs in .run/)\n")
+        return "local"
+    if not docker_answers():
+        if settings.kcw_stack == "compose":
+            raise StackError(
+                "KCW_STACK=compose but no Docker engine answers: start Docker, or set "
+                "KCW_STACK=auto"
+            )
+        out.write("no Docker engine answers: starting local processes instead (logs in .run/)\n")
+        return "local"
+    missing = missing_images(settings, out)
+    if missing:
+        message = (
+            f"a Docker engine answers, but it cannot pull {', '.join(missing)} (offline?). "
+            "Ways out: build local stand-in bases (`scripts/docker-env bases`, then set "
+            "REDIS_IMAGE=local/redis:7-standin and LLAMACPP_BASE_IMAGE=local/python-base:bookworm "
+            "in .env), or run the local stack (KCW_STACK=local)"
+        )
+        if settings.kcw_stack == "compose":
+            raise StackError(message)
+        out.write(message + ". Starting the local stack now.\n")
+        return "local"
+    return "compose"
+
+
+def compose_command(files: list[str], *args: str) -> list[str]:
+    command = ["docker", "compose"]
+    for name in files:
+        command += ["-f", name]
+    return [*command, *args]
+
+
 def stack_up(settings: Settings, out: TextIO, with_worker: bool = False) -> None:
     """Start Redis and the LLM server (and a background worker if asked), then wait."""
-    if docker_answers():
-        out.write("a Docker engine answers: starting the compose stack\n")
-        subprocess.run(
-            [
-                "docker",
-                "compose",
-                "-f",
-                COMPOSE_FILES[0],
-                "-f",
-                COMPOSE_FILES[1],
-                "up",
-                "-d",
-                "--wait",
-            ],
-            check=True,
-        )
-        RUN_DIR.mkdir(exist_ok=True)
-        (RUN_DIR / "mode").write_text("compose\n")
+    RUN_DIR.mkdir(exist_ok=True)
+    if choose_stack(settings, out) == "compose":
+        fragment, hardware = gpu_fragment()
+        out.write(f"hardware: {hardware}\n")
+        files = [*COMPOSE_FILES, *([fragment] if fragment else [])]
+        command = compose_command(files, "up", "-d", "--wait")
+        out.write(f"running: {' '.join(command)}\n")
+        out.flush()
+        try:
+            subprocess.run(command, check=True)
+        except subprocess.CalledProcessError:
+            raise StackError(
+                "docker compose up failed; see `docker compose logs` (the command is above)"
+            ) from None
+        (RUN_DIR / "mode").write_text("compose " + " ".join(files) + "\n")
     else:
-        out.write("no Docker engine answers: starting local processes (logs in .run/)\n")
         check_local(settings)
+        (RUN_DIR / "mode").write_text("local\n")
         start_redis(settings, out)
         start_llm_server(settings, out)
-        RUN_DIR.mkdir(exist_ok=True)
-        (RUN_DIR / "mode").write_text("local\n")
     wait_ready(settings, 300.0, out)
     if with_worker:
         start_worker(out)
@@ -237,13 +317,13 @@ def _stop(name: str, out: TextIO) -> None:
 
 def stack_down(out: TextIO) -> None:
     """Stop whatever `stack_up` started."""
-    mode = (RUN_DIR / "mode").read_text().strip() if (RUN_DIR / "mode").exists() else "local"
+    mode_file = RUN_DIR / "mode"
+    mode = mode_file.read_text().split() if mode_file.exists() else ["local"]
     for name in ("worker", "llm-server", "redis"):
         _stop(name, out)
-    if mode == "compose":
-        subprocess.run(
-            ["docker", "compose", "-f", COMPOSE_FILES[0], "-f", COMPOSE_FILES[1], "down"],
-            check=False,
-        )
-    (RUN_DIR / "mode").unlink(missing_ok=True)
+    if mode[0] == "compose":
+        command = compose_command(mode[1:] or list(COMPOSE_FILES), "down")
+        out.write(f"running: {' '.join(command)}\n")
+        subprocess.run(command, check=False)
+    mode_file.unlink(missing_ok=True)
     out.write("stack stopped\n")

@@ -31,3 +31,12 @@ def test_every_key_has_a_comment_above_it() -> None:
         if re.match(r"^[A-Z][A-Z0-9_]*=", line):
             above = lines[index - 1]
             assert above.startswith("#") or re.match(r"^[A-Z][A-Z0-9_]*=", above), line
+
+
+def test_every_compose_variable_is_a_setting() -> None:
+    root = SAMPLE.parent
+    used: set[str] = set()
+    for compose in root.glob("docker-compose*.yml"):
+        used |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose.read_text()))
+    assert used, "no compose files found"
+    assert used - {name.upper() for name in Settings.model_fields} == set()
