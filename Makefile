@@ -6,7 +6,7 @@ KCW    := $(BIN)/kcw
 MODEL  := models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv env model up down worker demo doctor logs test test-unit test-integration lint format clean
+.PHONY: help venv env model up down worker demo doctor logs test test-unit test-integration test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -68,8 +68,17 @@ test-unit: venv ## unit tests only (no network)
 test-integration: venv model ## real redis-server, the real llama.cpp server and a real worker
 	$(BIN)/pytest tests/integration -v
 
-test: venv model lint ## everything: lint, unit and integration tiers
-	$(BIN)/pytest tests -v -ra
+test: venv model lint ## lint, unit and integration tiers
+	$(BIN)/pytest tests/unit tests/integration -v -ra
+
+docker-env: venv ## install and start a Docker engine, compose and hadolint; build stand-in bases
+	scripts/docker-env all
+
+test-docker: venv model docker-env ## the Docker tier: compose config, hadolint, real images and a running stack
+	$(BIN)/pytest tests/docker -v -ra
+
+images: venv ## build both server images (latest + version tags); PUSH=1 pushes to IMAGE_REGISTRY
+	$(BIN)/python scripts/build_images.py $(if $(PUSH),--push) $(IMAGES)
 
 clean: down ## remove runtime state (keeps .venv, .env and models)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

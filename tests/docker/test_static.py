@@ -1,0 +1,100 @@
+"""Static checks of the Docker files: every compose layering resolves, both Dockerfiles lint clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+LAYERINGS = {
+    "base": ["docker-compose.yml"],
+    "llamacpp": ["docker-compose.yml", "docker-compose.llamacpp.yml"],
+    "llamacpp+nvidia": [
+        "docker-compose.yml",
+        "docker-compose.llamacpp.yml",
+        "docker-compose.nvidia.yml",
+    ],
+    "llamacpp+rocm": [
+        "docker-compose.yml",
+        "docker-compose.llamacpp.yml",
+        "docker-compose.rocm.yml",
+    ],
+    "vllm": ["docker-compose.yml", "docker-compose.vllm.yml"],
+}
+
+
+def compose_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "COMPOSE_FILE"}
+    env.update(REDIS_PASSWORD="static-check-password", **extra)
+    return env
+
+
+def compose_config(files: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # An empty env file: a developer's .env must not decide the outcome.
+    command = ["docker", "compose", "--project-directory", str(ROOT), "--env-file", os.devnull]
+    for name in files:
+        command += ["-f", str(ROOT / name)]
+    return subprocess.run(
+        [*command, "config", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("layering", LAYERINGS)
+def test_compose_config_resolves(layering: str) -> None:
+    done = compose_config(LAYERINGS[layering], compose_env())
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    redis = config["services"]["redis"]
+    assert redis["restart"] == "unless-stopped"
+    assert "--requirepass" in redis["command"]
+    assert "static-check-password" in redis["command"]
+    for service in config["services"].values():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", port
+        assert service["restart"] == "unless-stopped"
+        assert "healthcheck" in service
+    if layering != "base":
+        server = config["services"]["llm-server"]
+        assert server["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert [p["target"] for p in server["ports"]] == [8000]
+    if layering in ("llamacpp+nvidia", "vllm"):
+        devices = config["services"]["llm-server"]["deploy"]["resources"]["reservations"]
+        assert devices["devices"][0]["driver"] == "nvidia"
+    if layering == "llamacpp":
+        assert "deploy" not in config["services"]["llm-server"], "the CPU default reserves no GPU"
+
+
+def test_redis_password_is_required() -> None:
+    env = compose_env()
+    del env["REDIS_PASSWORD"]
+    done = compose_config(LAYERINGS["base"], env)
+    assert done.returncode != 0
+    assert "REDIS_PASSWORD" in done.stderr
+
+
+def test_env_sample_compose_file_gives_the_llamacpp_layering() -> None:
+    sample = (ROOT / ".env.sample").read_text()
+    line = next(x for x in sample.splitlines() if x.startswith("COMPOSE_FILE="))
+    assert line.split("=", 1)[1].split(":") == LAYERINGS["llamacpp"]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.llamacpp", "Dockerfile.vllm"])
+def test_hadolint_is_clean(dockerfile: str) -> None:
+    hadolint = shutil.which("hadolint") or str(BIN / "hadolint")
+    done = subprocess.run(
+        [hadolint, str(ROOT / dockerfile)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
