@@ -1,4 +1,4 @@
-"""Static checks of the Docker files: every compose layering resolves, both Dockerfiles lint clean."""
+"""Static checks of the Docker files: compose layerings resolve, Dockerfiles lint clean."""
 
 from __future__ import annotations
 
