@@ -1,0 +1,233 @@
+"""The compose stack for real: images built from our Dockerfiles, `up --wait`, jobs from the host.
+
+Registry images cannot be pulled here, so the bases are local stand-ins
+(`scripts/docker-env bases`) passed through the same variables a user would set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.integration.processes import free_port, start_worker, stop, wait_until, worker_env
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = ["docker-compose.yml", "docker-compose.llamacpp.yml"]
+STANDIN_REDIS = "local/redis:7-standin"
+STANDIN_PYTHON = "local/python-base:bookworm"
+IMAGE = "kc-worker-llamacpp:latest"
+
+
+@dataclass
+class Stack:
+    project: str
+    env: dict[str, str]
+    redis_port: int
+    llm_port: int
+    job_id: str = ""
+
+    @property
+    def llm_url(self) -> str:
+        return f"http://127.0.0.1:{self.llm_port}"
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = ["docker", "compose", "--project-directory", str(ROOT), "--env-file", os.devnull]
+        for name in FILES:
+            command += ["-f", str(ROOT / name)]
+        return subprocess.run(
+            [*command, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=600,
+        )
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "-q", service).stdout.strip()
+
+    def inspect(self, service: str) -> dict[str, Any]:
+        out = subprocess.run(
+            ["docker", "inspect", self.container(service)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return dict(json.loads(out.stdout)[0])
+
+    def redis(self, password: str | None = None) -> redis.Redis:
+        return redis.Redis(port=self.redis_port, password=password, socket_timeout=5)
+
+
+def _build_image() -> None:
+    """Build Dockerfile.llamacpp with the project's own build script, on the stand-in base."""
+    env = {**os.environ, "LLAMACPP_BASE_IMAGE": STANDIN_PYTHON}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/build_images.py"), "llamacpp", "--network", "host"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"{IMAGE}  " in done.stdout and " MB" in done.stdout, done.stdout[-500:]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    for image in (STANDIN_REDIS, STANDIN_PYTHON):
+        probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
+        assert probe.returncode == 0, f"{image} is missing: run `scripts/docker-env bases`"
+    _build_image()
+    tag = secrets.token_hex(3)
+    redis_port, llm_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "COMPOSE_FILE"}
+    env.update(
+        COMPOSE_PROJECT_NAME=f"kcwtest{tag}",
+        WORKER_NETWORK=f"kcwtest{tag}",
+        REDIS_PASSWORD=secrets.token_urlsafe(16),
+        REDIS_PORT=str(redis_port),
+        LLM_PORT=str(llm_port),
+        REDIS_IMAGE=STANDIN_REDIS,
+        LLAMACPP_BASE_IMAGE=STANDIN_PYTHON,
+        LLAMACPP_IMAGE=IMAGE,
+        LLM_START_PERIOD="60s",
+    )
+    stack = Stack(f"kcwtest{tag}", env, redis_port, llm_port)
+    try:
+        up = stack.compose("up", "-d", "--wait", "--no-build", check=False)
+        assert up.returncode == 0, up.stdout + up.stderr + stack.compose("logs", check=False).stdout
+        yield stack
+    finally:
+        stack.compose("down", "-v", check=False)
+
+
+def test_health_is_ok_and_models_lists_the_model(stack: Stack) -> None:
+    health = httpx.get(f"{stack.llm_url}/health", timeout=10)
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok"}
+    models = httpx.get(f"{stack.llm_url}/v1/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["SmolLM2-135M-Instruct.Q4_1"]
+
+
+def test_services_report_healthy(stack: Stack) -> None:
+    for service in ("redis", "llm-server"):
+        assert stack.inspect(service)["State"]["Health"]["Status"] == "healthy"
+
+
+def test_host_worker_gets_a_real_completion(stack: Stack, tmp_path: Path) -> None:
+    from tests.integration.conftest import client_app, submitter
+    from tests.integration.processes import RedisServer
+
+    server = RedisServer(stack.redis_port, stack.env["REDIS_PASSWORD"], None)  # type: ignore[arg-type]
+    worker = start_worker(tmp_path, worker_env(server, stack.llm_url), "docker")
+    app = client_app(server)
+    try:
+        job = submitter(app)(
+            "chat", {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
+        )
+        assert job.successful(), job.result
+        assert job.result["text"]
+        assert job.result["usage"]["completion_tokens"] > 0
+        stack.job_id = job.id
+    finally:
+        stop(worker.proc)
+        app.close()
+
+
+def test_server_runs_as_non_root_and_logs_the_hardware(stack: Stack) -> None:
+    uid = stack.compose("exec", "-T", "llm-server", "id", "-u").stdout.strip()
+    assert uid == "999"
+    logs = stack.compose("logs", "llm-server").stdout
+    assert "no GPU found: running on the CPU" in logs
+    assert "GPU acceleration is unavailable" in logs
+
+
+def test_redis_refuses_a_client_without_the_password(stack: Stack) -> None:
+    with pytest.raises(redis.exceptions.ResponseError, match="NOAUTH|Authentication required"):
+        stack.redis().set("kcw-test", "1")
+    with pytest.raises(redis.AuthenticationError):
+        stack.redis("wrong-password").ping()
+    assert stack.redis(stack.env["REDIS_PASSWORD"]).ping()
+
+
+def test_docker_restarts_a_killed_server(stack: Stack) -> None:
+    before = stack.inspect("llm-server")
+    os.kill(before["State"]["Pid"], signal.SIGKILL)  # the server process dies, as in a crash
+
+    def restarted() -> bool:
+        state = stack.inspect("llm-server")
+        return state["RestartCount"] > before["RestartCount"] and state["State"]["Running"]
+
+    wait_until(restarted, 60, "restart after kill")
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{stack.llm_url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, 90, "health after restart")
+
+
+def test_missing_model_path_serves_the_bundled_default(tmp_path: Path) -> None:
+    port = free_port()
+    name = f"kcwtest-default-{secrets.token_hex(3)}"
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-e",
+            "MODEL_PATH=/models/absent.gguf",
+            "-p",
+            f"127.0.0.1:{port}:8000",
+            IMAGE,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 90, "default model")
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
+        assert "serving the default model" in logs
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_results_survive_compose_down_and_up(stack: Stack) -> None:
+    """AOF on the named volume: what Redis held before `down` is there after `up`."""
+    client = stack.redis(stack.env["REDIS_PASSWORD"])
+    key = f"celery-task-meta-{secrets.token_hex(8)}"
+    client.set(key, json.dumps({"status": "SUCCESS", "result": {"text": "kept"}}))
+    time.sleep(1.5)  # appendfsync everysec
+    stack.compose("down")
+    stack.compose("up", "-d", "--wait", "--no-build")
+    after = stack.redis(stack.env["REDIS_PASSWORD"])
+    assert json.loads(after.get(key) or "{}")["result"] == {"text": "kept"}
+    if stack.job_id:  # the real job's result, stored by the worker before `down`
+        stored = json.loads(after.get(f"celery-task-meta-{stack.job_id}") or "{}")
+        assert stored["status"] == "SUCCESS"
