@@ -158,7 +158,7 @@ def test_server_runs_as_non_root_and_logs_the_hardware(stack: Stack) -> None:
 
 
 def test_redis_refuses_a_client_without_the_password(stack: Stack) -> None:
-    with pytest.raises(redis.exceptions.ResponseError, match="NOAUTH|Authentication required"):
+    with pytest.raises(redis.exceptions.ResponseError, match=r"NOAUTH|Authentication required"):
         stack.redis().set("kcw-test", "1")
     with pytest.raises(redis.AuthenticationError):
         stack.redis("wrong-password").ping()
