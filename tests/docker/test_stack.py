@@ -109,7 +109,8 @@ def stack() -> Iterator[Stack]:
     )
     stack = Stack(f"kcwtest{tag}", env, redis_port, llm_port)
     try:
-        up = stack.compose("up", "-d", "--wait", "--no-build", check=False)
+        # The README's command; the image exists, so compose starts it without building.
+        up = stack.compose("up", "-d", "--wait", check=False)
         assert up.returncode == 0, up.stdout + up.stderr + stack.compose("logs", check=False).stdout
         yield stack
     finally:
@@ -225,7 +226,7 @@ def test_results_survive_compose_down_and_up(stack: Stack) -> None:
     client.set(key, json.dumps({"status": "SUCCESS", "result": {"text": "kept"}}))
     time.sleep(1.5)  # appendfsync everysec
     stack.compose("down")
-    stack.compose("up", "-d", "--wait", "--no-build")
+    stack.compose("up", "-d", "--wait")
     after = stack.redis(stack.env["REDIS_PASSWORD"])
     assert json.loads(after.get(key) or "{}")["result"] == {"text": "kept"}
     if stack.job_id:  # the real job's result, stored by the worker before `down`
