@@ -11,7 +11,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,13 +21,11 @@ import httpx
 import pytest
 import redis
 
+from tests.docker.standins import IMAGE, STANDIN_PYTHON, STANDIN_REDIS
 from tests.integration.processes import free_port, start_worker, stop, wait_until, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["docker-compose.yml", "docker-compose.llamacpp.yml"]
-STANDIN_REDIS = "local/redis:7-standin"
-STANDIN_PYTHON = "local/python-base:bookworm"
-IMAGE = "kc-worker-llamacpp:latest"
 
 
 @dataclass
@@ -72,27 +69,8 @@ class Stack:
         return redis.Redis(port=self.redis_port, password=password, socket_timeout=5)
 
 
-def _build_image() -> None:
-    """Build Dockerfile.llamacpp with the project's own build script, on the stand-in base."""
-    env = {**os.environ, "LLAMACPP_BASE_IMAGE": STANDIN_PYTHON}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/build_images.py"), "llamacpp", "--network", "host"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"{IMAGE}  " in done.stdout and " MB" in done.stdout, done.stdout[-500:]
-
-
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    for image in (STANDIN_REDIS, STANDIN_PYTHON):
-        probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
-        assert probe.returncode == 0, f"{image} is missing: run `scripts/docker-env bases`"
-    _build_image()
+def stack(llamacpp_image: str) -> Iterator[Stack]:
     tag = secrets.token_hex(3)
     redis_port, llm_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "COMPOSE_FILE"}
@@ -159,8 +137,9 @@ def test_server_runs_as_non_root_and_logs_the_hardware(stack: Stack) -> None:
 
 
 def test_redis_refuses_a_client_without_the_password(stack: Stack) -> None:
-    with pytest.raises(redis.exceptions.ResponseError, match=r"NOAUTH|Authentication required"):
+    with pytest.raises(redis.RedisError) as refused:
         stack.redis().set("kcw-test", "1")
+    assert "auth" in str(refused.value).lower()
     with pytest.raises(redis.AuthenticationError):
         stack.redis("wrong-password").ping()
     assert stack.redis(stack.env["REDIS_PASSWORD"]).ping()
@@ -185,7 +164,7 @@ def test_docker_restarts_a_killed_server(stack: Stack) -> None:
     wait_until(healthy, 90, "health after restart")
 
 
-def test_missing_model_path_serves_the_bundled_default(tmp_path: Path) -> None:
+def test_missing_model_path_serves_the_bundled_default(llamacpp_image: str) -> None:
     port = free_port()
     name = f"kcwtest-default-{secrets.token_hex(3)}"
     subprocess.run(
@@ -199,7 +178,7 @@ def test_missing_model_path_serves_the_bundled_default(tmp_path: Path) -> None:
             "MODEL_PATH=/models/absent.gguf",
             "-p",
             f"127.0.0.1:{port}:8000",
-            IMAGE,
+            llamacpp_image,
         ],
         check=True,
         capture_output=True,
