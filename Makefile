@@ -6,7 +6,9 @@ KCW    := $(BIN)/kcw
 MODEL  := models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv env model up down worker demo doctor logs test test-unit test-integration test-docker docker-env images lint format clean
+VLLM_ENV := scripts/vllm-env
+
+.PHONY: help venv env model models-hf vllm-env up down worker demo doctor logs test test-unit test-integration test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -32,6 +34,13 @@ $(MODEL):
 	$(PYTHON) scripts/fetch_model.py
 
 model: $(MODEL) ## fetch the default model into models/gguf/ and check its sha256
+
+vllm-env: ## a venv with vLLM for the CPU (outside the repo, reused); says so if the CPU lacks AVX-512
+	@$(VLLM_ENV) install || [ $$? -eq 3 ]
+
+models-hf: model vllm-env ## convert the default model to safetensors in models/hf/ (for vLLM)
+	@if $(VLLM_ENV) path >/dev/null 2>&1; then "$$($(VLLM_ENV) path)" scripts/convert_model_hf.py; \
+	else echo "models-hf: skipped, the vLLM venv is not available here"; fi
 
 up: venv .env model ## start Redis and the LLM server (compose if Docker answers, else local processes)
 	$(KCW) up
@@ -65,10 +74,10 @@ format: venv ## format the code
 test-unit: venv ## unit tests only (no network)
 	$(BIN)/pytest tests/unit -q
 
-test-integration: venv model ## real redis-server, the real llama.cpp server and a real worker
+test-integration: venv model models-hf ## real redis-server, llama.cpp and vLLM servers, real workers
 	$(BIN)/pytest tests/integration -v
 
-test: venv model lint ## lint, unit and integration tiers
+test: venv model models-hf lint ## lint, unit and integration tiers (llama.cpp and vLLM)
 	$(BIN)/pytest tests/unit tests/integration -v -ra
 
 docker-env: venv ## install and start a Docker engine, compose and hadolint; build stand-in bases

@@ -99,8 +99,8 @@ PROFILES: dict[BackendName, BackendProfile] = {
         health_path="/health",
         tokenize_path="/tokenize",
         embeddings_hint=(
-            "serve an embedding model with vLLM (for example `--task embed`) and point "
-            "LLM_SERVER_URL at it"
+            "serve an embedding model with vLLM (a second server started with "
+            "VLLM_EXTRA_ARGS=\"--runner pooling\") and point LLM_SERVER_URL at it"
         ),
     ),
 }

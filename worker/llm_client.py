@@ -36,7 +36,14 @@ __all__ = ["Completion", "LLMClient", "ServerInfo", "Usage", "translate_error"]
 
 JSON = dict[str, Any]
 T = TypeVar("T")
-_CONTEXT_MARKERS = ("context length", "context window", "context_length", "maximum context")
+# Words servers use when a prompt (or max_tokens) does not fit: llama.cpp, vLLM, OpenAI.
+_CONTEXT_MARKERS = (
+    "context length",
+    "context window",
+    "context_length",
+    "maximum context",
+    "max_model_len",
+)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from tests.integration.processes import (
     Worker,
     start_launcher,
     start_redis,
+    start_vllm,
     start_worker,
     stop,
     worker_env,
@@ -119,3 +120,43 @@ def spawn_worker(
     for extra, app in started:
         stop(extra.proc)
         app.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_root: Path) -> Iterator[LLMServer]:
+    server = start_vllm(tmp_root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["llamacpp", "vllm"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The server kind a parametrized test runs against; both are real servers."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def backend_server(backend: str, request: pytest.FixtureRequest) -> LLMServer:
+    name = "llm_server" if backend == "llamacpp" else "vllm_server"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def backend_worker(
+    backend: str, backend_server: LLMServer, request: pytest.FixtureRequest
+) -> tuple[Worker, Callable[..., Any]]:
+    """A real worker for the current backend and a submit that reaches it.
+
+    llama.cpp uses the session's worker; vLLM gets a worker of its own on its own Redis db.
+    """
+    if backend == "llamacpp":
+        app = request.getfixturevalue("celery_app")
+        return request.getfixturevalue("worker"), submitter(app)
+    spawn = request.getfixturevalue("spawn_worker")
+    return spawn(backend_server.url)  # type: ignore[no-any-return]
+
+
+@pytest.fixture()
+def backend_submit(backend_worker: tuple[Worker, Callable[..., Any]]) -> Callable[..., Any]:
+    """Send a job to the current backend's worker and wait for it to end."""
+    return backend_worker[1]

