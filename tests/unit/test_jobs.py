@@ -414,7 +414,7 @@ def test_vllm_generation_model_is_embeddings_unsupported_with_a_fix(
         {"object": "error", "message": "The model does not support Embeddings API", "code": 400},
     )
 
-    with pytest.raises(EmbeddingsUnsupported, match="--task embed"):
+    with pytest.raises(EmbeddingsUnsupported, match="--runner pooling"):
         jobs.embed(make_client(server), EmbedInput(texts=["a"]))
 
 
