@@ -83,7 +83,7 @@ test: venv model models-hf lint ## lint, unit and integration tiers (llama.cpp a
 docker-env: venv ## install and start a Docker engine, compose and hadolint; build stand-in bases
 	scripts/docker-env all
 
-test-docker: venv model docker-env ## the Docker tier: compose config, hadolint, real images and a running stack
+test-docker: venv model models-hf docker-env ## the Docker tier: compose config, hadolint, real images and a running stack
 	$(BIN)/pytest tests/docker -v -ra
 
 images: venv ## build both server images (latest + version tags); PUSH=1 pushes to IMAGE_REGISTRY

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the kc-worker server images, tag them `latest` and the project version, print sizes.
 
-    scripts/build_images.py [llamacpp] [vllm] [--push] [--network host]
+    scripts/build_images.py [llamacpp] [vllm] [vllm-cpu] [--push] [--network host]
 
 Base images and build flags come from the settings (.env): LLAMACPP_BASE_IMAGE,
 LLAMACPP_RUNTIME_IMAGE, LLAMACPP_CMAKE_ARGS, VLLM_IMAGE, VLLM_VERSION. `--push`
@@ -53,7 +53,7 @@ def image_size(cli: str, tag: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="*", choices=["llamacpp", "vllm"], default=[])
+    parser.add_argument("images", nargs="*", choices=["llamacpp", "vllm", "vllm-cpu"], default=[])
     parser.add_argument("--push", action="store_true", help="push to IMAGE_REGISTRY")
     parser.add_argument("--network", help="build network, e.g. host")
     args = parser.parse_args()
@@ -90,12 +90,19 @@ def main() -> int:
             settings.vllm_local_image.split(":")[0],
             {"VLLM_IMAGE": settings.vllm_image, "VLLM_VERSION": settings.vllm_version},
         ),
+        "vllm-cpu": (
+            "Dockerfile.vllm",
+            settings.vllm_cpu_local_image.split(":")[0],
+            {"CPU_BASE_IMAGE": settings.vllm_cpu_base_image},
+        ),
     }
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    for name in args.images or ["llamacpp", "vllm"]:
+    for name in args.images or ["llamacpp", "vllm"]:  # vllm-cpu only when asked
         dockerfile, repo, build_args = builds[name]
         tags = [f"{repo}:latest", f"{repo}:{version}"]
         command = [cli, "build", "-f", dockerfile]
+        if name == "vllm-cpu":
+            command += ["--target", "cpu"]
         for tag in tags:
             command += ["-t", tag]
         for key, value in build_args.items():

@@ -100,7 +100,7 @@ PROFILES: dict[BackendName, BackendProfile] = {
         tokenize_path="/tokenize",
         embeddings_hint=(
             "serve an embedding model with vLLM (a second server started with "
-            "VLLM_EXTRA_ARGS=\"--runner pooling\") and point LLM_SERVER_URL at it"
+            'VLLM_EXTRA_ARGS="--runner pooling") and point LLM_SERVER_URL at it'
         ),
     ),
 }

@@ -246,6 +246,18 @@ def run_stack(args: argparse.Namespace, settings: Settings, out: TextIO, err: Te
     return 0
 
 
+def run_models_pull(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
+    from worker.models import ModelPullError, pull_model
+
+    try:
+        target = pull_model(args.repo, Path(args.dir), settings.hf_token.get_secret_value())
+    except ModelPullError as exc:
+        err.write(f"kcw: {exc}\n")
+        return 1
+    out.write(f"{args.repo} is in {target}; serve it with MODEL_NAME=/models/{target.name}\n")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -281,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--wait", action="store_true", help="wait until the job ends")
     show.add_argument("--timeout", type=float, default=600.0)
 
+    models = sub.add_parser("models", help="model files for the LLM servers")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    pull = models_sub.add_parser("pull", help="download a Hugging Face repo into models/hf/")
+    pull.add_argument("repo", help="e.g. HuggingFaceTB/SmolLM2-135M-Instruct")
+    pull.add_argument("--dir", default="models/hf", help="where to put it (default models/hf)")
+
     demo = sub.add_parser("demo", help="run one sample job of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=600.0)
     return parser
@@ -301,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_submit(args, settings, out, err)
         if args.command == "result":
             return run_result(args, settings, out, err)
+        if args.command == "models":
+            return run_models_pull(args, settings, out, err)
         if args.command == "demo":
             from worker.demo import run_demo
 

@@ -94,7 +94,10 @@ class Settings(BaseSettings):
     vllm_version: str = "v0.33.0"
     vllm_local_image: str = "kc-worker-vllm:latest"
     vllm_shm_size: str = "16g"
-    model_name: str = "/models/model"
+    vllm_cpu_base_image: str = "python:3.11.14-slim-bookworm"
+    vllm_cpu_local_image: str = "kc-worker-vllm-cpu:latest"
+    vllm_cpu_kvcache_space: int = Field(2, ge=1)
+    model_name: str = "/models/SmolLM2-135M-Instruct"
     served_model_name: str = ""
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)

@@ -13,79 +13,25 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from tests.docker.standins import IMAGE, STANDIN_PYTHON, STANDIN_REDIS
+from tests.docker.compose_stack import Stack, new_stack
+from tests.docker.standins import IMAGE, STANDIN_PYTHON
 from tests.integration.processes import free_port, start_worker, stop, wait_until, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["docker-compose.yml", "docker-compose.llamacpp.yml"]
 
 
-@dataclass
-class Stack:
-    project: str
-    env: dict[str, str]
-    redis_port: int
-    llm_port: int
-    job_id: str = ""
-
-    @property
-    def llm_url(self) -> str:
-        return f"http://127.0.0.1:{self.llm_port}"
-
-    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = ["docker", "compose", "--project-directory", str(ROOT), "--env-file", os.devnull]
-        for name in FILES:
-            command += ["-f", str(ROOT / name)]
-        return subprocess.run(
-            [*command, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=600,
-        )
-
-    def container(self, service: str) -> str:
-        return self.compose("ps", "-q", service).stdout.strip()
-
-    def inspect(self, service: str) -> dict[str, Any]:
-        out = subprocess.run(
-            ["docker", "inspect", self.container(service)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return dict(json.loads(out.stdout)[0])
-
-    def redis(self, password: str | None = None) -> redis.Redis:
-        return redis.Redis(port=self.redis_port, password=password, socket_timeout=5)
-
-
 @pytest.fixture(scope="module")
 def stack(llamacpp_image: str) -> Iterator[Stack]:
-    tag = secrets.token_hex(3)
-    redis_port, llm_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "COMPOSE_FILE"}
-    env.update(
-        COMPOSE_PROJECT_NAME=f"kcwtest{tag}",
-        WORKER_NETWORK=f"kcwtest{tag}",
-        REDIS_PASSWORD=secrets.token_urlsafe(16),
-        REDIS_PORT=str(redis_port),
-        LLM_PORT=str(llm_port),
-        REDIS_IMAGE=STANDIN_REDIS,
-        LLAMACPP_BASE_IMAGE=STANDIN_PYTHON,
-        LLAMACPP_IMAGE=IMAGE,
-        LLM_START_PERIOD="60s",
+    stack = new_stack(
+        FILES, LLAMACPP_BASE_IMAGE=STANDIN_PYTHON, LLAMACPP_IMAGE=IMAGE, LLM_START_PERIOD="60s"
     )
-    stack = Stack(f"kcwtest{tag}", env, redis_port, llm_port)
     try:
         # The README's command; the image exists, so compose starts it without building.
         up = stack.compose("up", "-d", "--wait", check=False)

@@ -153,3 +153,21 @@ def test_worker_refuses_to_start_on_a_bad_setting(
     )
     assert done.returncode != 0
     assert "WORKER_POOL='gevent-ish'" in done.stdout + done.stderr
+
+
+def test_models_pull_offline_says_it_needs_the_network(tmp_path: Path) -> None:
+    # The hub endpoint points at a closed local port: no traffic leaves this machine.
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "HF_HUB_ETAG_TIMEOUT": "2",
+    }
+    done = run_kcw(
+        ["models", "pull", "HuggingFaceTB/SmolLM2-135M-Instruct", "--dir", "hf"],
+        env,
+        tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pulling needs network access" in done.stderr
+    assert "make models-hf" in done.stderr

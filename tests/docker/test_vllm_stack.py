@@ -1,0 +1,137 @@
+"""The vLLM compose stack on the CPU: Dockerfile.vllm's `cpu` target, `up --wait`, host jobs.
+
+    docker compose -f docker-compose.yml -f docker-compose.vllm.yml \\
+        -f docker-compose.vllm.cpu.yml up -d --wait
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from tests.docker.compose_stack import ROOT, Stack, new_stack
+from tests.docker.standins import STANDIN_PYTHON
+from tests.integration.conftest import client_app, submitter
+from tests.integration.processes import HF_MODEL, RedisServer, start_worker, stop, worker_env
+from worker.demo import PERSON_SCHEMA, long_document
+
+FILES = ["docker-compose.yml", "docker-compose.vllm.yml", "docker-compose.vllm.cpu.yml"]
+IMAGE = "kc-worker-vllm-cpu:latest"
+WHEELS = ROOT / "docker/vllm/wheels"
+
+
+@pytest.fixture(scope="module")
+def vllm_cpu_image() -> str:
+    if "avx512f" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("vLLM-cpu needs a CPU with AVX-512 (avx512f); this one has none")
+    if not (HF_MODEL / "config.json").is_file():
+        pytest.fail(f"{HF_MODEL} is missing: run `make models-hf`")
+    # torch's +cpu wheel is not on PyPI; the local pip configuration can supply it.
+    fetched = subprocess.run(
+        [
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "torch==2.13.0+cpu",
+            "--python-version",
+            "3.11",
+            "--only-binary=:all:",
+            "-d",
+            str(WHEELS),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    torch_index = "" if fetched.returncode == 0 else "https://download.pytorch.org/whl/cpu"
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    done = subprocess.run(
+        [
+            "/usr/bin/docker",
+            "build",
+            "--network",
+            "host",
+            "--target",
+            "cpu",
+            "--build-arg",
+            f"CPU_BASE_IMAGE={STANDIN_PYTHON}",
+            "--build-arg",
+            f"TORCH_INDEX_URL={torch_index}",
+            "-f",
+            "Dockerfile.vllm",
+            "-t",
+            IMAGE,
+            ".",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def stack(vllm_cpu_image: str) -> Iterator[Stack]:
+    stack = new_stack(FILES, VLLM_CPU_LOCAL_IMAGE=vllm_cpu_image, LLM_START_PERIOD="300s")
+    try:
+        up = stack.compose("up", "-d", "--wait", check=False)
+        logs = stack.compose("logs", check=False).stdout[-4000:]
+        assert up.returncode == 0, up.stdout + up.stderr + logs
+        yield stack
+    finally:
+        stack.compose("down", "-v", check=False)
+
+
+def test_health_and_models_through_the_compose_port(stack: Stack) -> None:
+    health = httpx.get(f"{stack.llm_url}/health", timeout=10)
+    assert health.status_code == 200
+    models = httpx.get(f"{stack.llm_url}/v1/models", timeout=10).json()
+    (model,) = models["data"]
+    assert model["owned_by"] == "vllm"
+    assert model["id"] == "/models/SmolLM2-135M-Instruct"
+    assert model["max_model_len"] == 4096
+
+
+def test_no_gpu_is_reserved(stack: Stack) -> None:
+    config = stack.compose("config", "--format", "json").stdout
+    assert '"driver": "nvidia"' not in config
+
+
+def test_host_worker_runs_every_job_kind_against_vllm(stack: Stack, tmp_path: Path) -> None:
+    server = RedisServer(stack.redis_port, stack.env["REDIS_PASSWORD"], None)  # type: ignore[arg-type]
+    worker = start_worker(tmp_path, worker_env(server, stack.llm_url), "vllm-docker")
+    app = client_app(server)
+    submit = submitter(app)
+    try:
+        chat = submit("chat", {"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 8})
+        assert chat.successful(), chat.result
+        assert chat.result["usage"]["completion_tokens"] > 0
+
+        extract = submit(
+            "extract", {"text": "Ann Lee, 41, lives in Oslo.", "schema": PERSON_SCHEMA}
+        )
+        assert extract.successful(), extract.result
+        jsonschema.validate(extract.result["data"], PERSON_SCHEMA)
+
+        labels = ["positive", "negative", "neutral"]
+        classify = submit("classify", {"text": "Worst purchase ever.", "labels": labels})
+        assert classify.successful(), classify.result
+        assert classify.result["label"] in labels
+
+        summary = submit("summarize", {"text": long_document(), "max_tokens": 64}, timeout=600)
+        assert summary.successful(), summary.result
+        assert summary.result["chunks"] >= 2
+    finally:
+        stop(worker.proc)
+        app.close()
