@@ -91,7 +91,7 @@ def check_llm_server(settings: Settings, client: LLMClient | None = None) -> Che
                 "fail",
                 f"{url}: not reachable ({health.detail.split(':')[0]})",
                 "start it with `make up` (or docker compose), or set LLM_SERVER_URL to where "
-                "it runs",
+                "it runs; a vLLM server keeps its port closed until its model is loaded",
             )
         if health.state == "loading":
             return Check(
@@ -112,14 +112,21 @@ def check_llm_server(settings: Settings, client: LLMClient | None = None) -> Che
             info = client.server_info(refresh=True)
         except LLMError as exc:
             return Check("LLM server", "fail", f"{url}: /v1/models failed: {exc}", _fix_for(exc))
+        load = client.metrics() if info.backend == "vllm" else {}
     finally:
         if own:
             client.close()
     context = f"{info.context_length} tokens" if info.context_length else "unknown"
+    busy = ""
+    if load:
+        busy = (
+            f"; {load.get('running', 0):g} running, {load.get('waiting', 0):g} waiting, "
+            f"KV cache {load.get('kv_cache_usage', 0) * 100:.0f}% used"
+        )
     return Check(
         "LLM server",
         "ok",
-        f"{url}: ready; backend {info.backend}, model {info.model}, context {context}",
+        f"{url}: ready; backend {info.backend}, model {info.model}, context {context}{busy}",
         facts={"backend": info.backend, "model": info.model, "context": info.context_length},
     )
 

@@ -282,6 +282,19 @@ class LLMClient:
             return self.settings.llm_backend
         return self._info.backend if self._info else "llamacpp"
 
+    def metrics(self) -> dict[str, float]:
+        """vLLM's load gauges from `/metrics`: running and waiting requests, KV-cache use (0-1).
+
+        Empty when the server has no such metrics (llama.cpp) or cannot be reached.
+        """
+        try:
+            response = self.http.get("/metrics", timeout=5.0)
+        except httpx.HTTPError:
+            return {}
+        if response.status_code != 200:
+            return {}
+        return parse_vllm_metrics(response.text)
+
     def list_models(self) -> JSON:
         """The raw `/v1/models` answer."""
         return self._retrying(lambda: self._get_json("/v1/models"))
@@ -412,6 +425,31 @@ class LLMClient:
             vectors.extend(one)
             usage.add(used)
         return vectors, usage, model
+
+
+_VLLM_GAUGES = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv_cache_usage",
+}
+
+
+def parse_vllm_metrics(text: str) -> dict[str, float]:
+    """Sum vLLM's load gauges over engines from Prometheus text."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        key = _VLLM_GAUGES.get(name.strip())
+        if key is None:
+            continue
+        try:
+            value = float(line.rsplit(" ", 1)[-1])
+        except ValueError:
+            continue
+        found[key] = found.get(key, 0.0) + value
+    return found
 
 
 def _index(item: Any) -> int:

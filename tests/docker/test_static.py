@@ -28,6 +28,7 @@ LAYERINGS = {
         "docker-compose.rocm.yml",
     ],
     "vllm": ["docker-compose.yml", "docker-compose.vllm.yml"],
+    "vllm+cpu": ["docker-compose.yml", "docker-compose.vllm.yml", "docker-compose.vllm.cpu.yml"],
 }
 
 
@@ -73,8 +74,10 @@ def test_compose_config_resolves(layering: str) -> None:
     if layering in ("llamacpp+nvidia", "vllm"):
         devices = config["services"]["llm-server"]["deploy"]["resources"]["reservations"]
         assert devices["devices"][0]["driver"] == "nvidia"
-    if layering == "llamacpp":
-        assert "deploy" not in config["services"]["llm-server"], "the CPU default reserves no GPU"
+    if layering in ("llamacpp", "vllm+cpu"):
+        assert "deploy" not in config["services"]["llm-server"], "a CPU layering reserves no GPU"
+    if layering == "vllm+cpu":
+        assert config["services"]["llm-server"]["build"]["target"] == "cpu"
 
 
 def test_redis_password_is_required() -> None:

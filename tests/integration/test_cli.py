@@ -171,3 +171,16 @@ def test_models_pull_offline_says_it_needs_the_network(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "pulling needs network access" in done.stderr
     assert "make models-hf" in done.stderr
+
+
+def test_doctor_detects_vllm_and_shows_its_load(
+    env: dict[str, str], tmp_path: Path, vllm_server: LLMServer
+) -> None:
+    env["LLM_SERVER_URL"] = vllm_server.url
+    done = run_kcw(["doctor"], env, tmp_path)
+    line = next(line for line in done.stdout.splitlines() if "LLM server" in line)
+    assert line.startswith("[ok]"), done.stdout
+    assert "backend vllm" in line
+    assert "model SmolLM2-135M-Instruct" in line
+    assert "context 4096 tokens" in line
+    assert "running" in line and "KV cache" in line

@@ -183,3 +183,24 @@ def test_embed_where_the_server_serves_embeddings(
         assert value["usage"]["prompt_tokens"] > 0
     finally:
         server.stop()
+
+
+def test_embed_on_a_vllm_pooling_server(
+    spawn_worker: Callable[..., Any], tmp_path_factory: Any
+) -> None:
+    from tests.integration.processes import start_vllm
+
+    server = start_vllm(tmp_path_factory.mktemp("vllm-embed"), 0, "--runner", "pooling")
+    try:
+        _, submit_embed = spawn_worker(server.url)
+        job = submit_embed(
+            "embed", {"texts": ["a cat sat on the mat", "a cat sat on the mat", "x"]}
+        )
+        assert job.successful(), job.result
+        vectors = job.result["embeddings"]
+        assert len(vectors) == 3
+        assert job.result["dimensions"] == len(vectors[0]) > 100
+        assert _cosine(vectors[0], vectors[1]) > 0.99
+        assert _cosine(vectors[0], vectors[2]) < 0.99
+    finally:
+        server.stop()

@@ -820,3 +820,21 @@ def test_usage_adds_up() -> None:
     total = Usage(10, 2).add(Usage(5, 1))
 
     assert total.as_dict() == {"prompt_tokens": 15, "completion_tokens": 3, "total_tokens": 18}
+
+
+def test_vllm_metrics_are_read_from_prometheus_text() -> None:
+    from worker.llm_client import parse_vllm_metrics
+
+    text = "\n".join(
+        [
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+            "# TYPE vllm:num_requests_running gauge",
+            'vllm:num_requests_running{engine="0",model_name="m"} 8.0',
+            'vllm:num_requests_waiting{engine="0",model_name="m"} 2.0',
+            'vllm:num_requests_waiting_by_reason{engine="0",reason="capacity"} 2.0',
+            'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25',
+            "process_cpu_seconds_total 12.5",
+        ]
+    )
+    assert parse_vllm_metrics(text) == {"running": 8.0, "waiting": 2.0, "kv_cache_usage": 0.25}
+    assert parse_vllm_metrics("") == {}
