@@ -144,13 +144,14 @@ def submit(backend_submit: Submit) -> Submit:
 
 
 @pytest.fixture()
-def worker(backend_worker: tuple[Worker, Submit]) -> Worker:
+def job_worker(backend_worker: tuple[Worker, Submit]) -> Worker:
+    """The worker process behind `submit`, to check it survives."""
     return backend_worker[0]
 
 
 @pytest.mark.parametrize(("kind", "payload", "error", "says"), BAD_INPUTS)
 def test_bad_input_fails_at_once_with_a_clear_error(
-    submit: Submit, worker: Worker, kind: str, payload: Any, error: str, says: str
+    submit: Submit, job_worker: Worker, kind: str, payload: Any, error: str, says: str
 ) -> None:
     started = time.monotonic()
     job = submit(kind, payload, timeout=60)
@@ -161,13 +162,13 @@ def test_bad_input_fails_at_once_with_a_clear_error(
     assert says in str(job.result)
     assert job.retries in (0, None), "bad input must never be retried"
     assert elapsed < 30
-    assert worker.alive()
+    assert job_worker.alive()
 
 
-def test_worker_still_serves_after_bad_input(submit: Submit, worker: Worker) -> None:
+def test_worker_still_serves_after_bad_input(submit: Submit, job_worker: Worker) -> None:
     for payload in ({"messages": []}, {"messages": 5}, {"bogus": True}):
         assert submit("chat", payload).failed()
     job = submit("chat", {"messages": MESSAGE, "max_tokens": 8})
     assert job.successful(), job.result
-    assert worker.alive()
-    assert "Retry in" not in worker.output()
+    assert job_worker.alive()
+    assert "Retry in" not in job_worker.output()
