@@ -82,13 +82,24 @@ def _pullable(image: str, out: TextIO) -> bool:
     return pulled.returncode == 0
 
 
-def missing_images(settings: Settings, out: TextIO) -> list[str]:
+def compose_files(settings: Settings) -> list[str]:
+    """The layering from COMPOSE_FILE (':'-separated), as plain `docker compose` would use."""
+    files = [f for f in settings.compose_file.replace(",", ":").split(":") if f.strip()]
+    return files or list(COMPOSE_FILES)
+
+
+def missing_images(settings: Settings, files: list[str], out: TextIO) -> list[str]:
     """Upstream images compose would need but neither has nor can pull (offline, say)."""
     needed = [settings.redis_image]
-    if not _image_present(settings.llamacpp_image):
+    if "docker-compose.llamacpp.yml" in files and not _image_present(settings.llamacpp_image):
         needed.append(settings.llamacpp_base_image)
         if settings.llamacpp_runtime_image:
             needed.append(settings.llamacpp_runtime_image)
+    if "docker-compose.vllm.cpu.yml" in files:
+        if not _image_present(settings.vllm_cpu_local_image):
+            needed.append(settings.vllm_cpu_base_image)
+    elif "docker-compose.vllm.yml" in files and not _image_present(settings.vllm_local_image):
+        needed.append(f"{settings.vllm_image}:{settings.vllm_version}")
     return [img for img in needed if not _image_present(img) and not _pullable(img, out)]
 
 
@@ -251,7 +262,7 @@ def choose_stack(settings: Settings, out: TextIO) -> str:
             )
         out.write("no Docker engine answers: starting local processes instead (logs in .run/)\n")
         return "local"
-    missing = missing_images(settings, out)
+    missing = missing_images(settings, compose_files(settings), out)
     if missing:
         message = (
             f"a Docker engine answers, but it cannot pull {', '.join(missing)} (offline?). "
@@ -277,9 +288,13 @@ def stack_up(settings: Settings, out: TextIO, with_worker: bool = False) -> None
     """Start Redis and the LLM server (and a background worker if asked), then wait."""
     RUN_DIR.mkdir(exist_ok=True)
     if choose_stack(settings, out) == "compose":
-        fragment, hardware = gpu_fragment()
-        out.write(f"hardware: {hardware}\n")
-        files = [*COMPOSE_FILES, *([fragment] if fragment else [])]
+        files = compose_files(settings)
+        if "docker-compose.llamacpp.yml" in files and not any(
+            f in files for f in ("docker-compose.nvidia.yml", "docker-compose.rocm.yml")
+        ):
+            fragment, hardware = gpu_fragment()
+            out.write(f"hardware: {hardware}\n")
+            files += [fragment] if fragment else []
         command = compose_command(files, "up", "-d", "--wait")
         out.write(f"running: {' '.join(command)}\n")
         out.flush()

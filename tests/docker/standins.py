@@ -3,3 +3,4 @@
 STANDIN_REDIS = "local/redis:7-standin"
 STANDIN_PYTHON = "local/python-base:bookworm"
 IMAGE = "kc-worker-llamacpp:latest"
+VLLM_CPU_IMAGE = "kc-worker-vllm-cpu:latest"

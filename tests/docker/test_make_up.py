@@ -75,3 +75,24 @@ def test_make_up_offline_says_so_and_runs_the_local_stack(project: Path) -> None
         assert health.json() == {"status": "ok"}
     finally:
         run_kcw(["down"], env, project, timeout=120)
+
+
+def test_make_up_follows_compose_file_to_the_vllm_layering(
+    project: Path, vllm_cpu_image: str
+) -> None:
+    files = "docker-compose.yml:docker-compose.vllm.yml:docker-compose.vllm.cpu.yml"
+    env = _env(
+        REDIS_IMAGE="local/redis:7-standin",
+        COMPOSE_FILE=files,
+        VLLM_CPU_LOCAL_IMAGE=vllm_cpu_image,
+    )
+    try:
+        up = run_kcw(["up"], env, project, timeout=600)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "-f " + " -f ".join(files.split(":")) + " up -d --wait" in up.stdout
+        assert "backend vllm" in up.stdout
+        models = httpx.get(f"{env['LLM_SERVER_URL']}/v1/models", timeout=10).json()
+        assert models["data"][0]["owned_by"] == "vllm"
+    finally:
+        down = run_kcw(["down"], env, project, timeout=300)
+    assert "docker-compose.vllm.cpu.yml down" in down.stdout

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,70 +13,12 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.docker.compose_stack import ROOT, Stack, new_stack
-from tests.docker.standins import STANDIN_PYTHON
+from tests.docker.compose_stack import Stack, new_stack
 from tests.integration.conftest import client_app, submitter
-from tests.integration.processes import HF_MODEL, RedisServer, start_worker, stop, worker_env
+from tests.integration.processes import RedisServer, start_worker, stop, worker_env
 from worker.demo import PERSON_SCHEMA, long_document
 
 FILES = ["docker-compose.yml", "docker-compose.vllm.yml", "docker-compose.vllm.cpu.yml"]
-IMAGE = "kc-worker-vllm-cpu:latest"
-WHEELS = ROOT / "docker/vllm/wheels"
-
-
-@pytest.fixture(scope="module")
-def vllm_cpu_image() -> str:
-    if "avx512f" not in Path("/proc/cpuinfo").read_text():
-        pytest.skip("vLLM-cpu needs a CPU with AVX-512 (avx512f); this one has none")
-    if not (HF_MODEL / "config.json").is_file():
-        pytest.fail(f"{HF_MODEL} is missing: run `make models-hf`")
-    # torch's +cpu wheel is not on PyPI; the local pip configuration can supply it.
-    fetched = subprocess.run(
-        [
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "torch==2.13.0+cpu",
-            "--python-version",
-            "3.11",
-            "--only-binary=:all:",
-            "-d",
-            str(WHEELS),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    torch_index = "" if fetched.returncode == 0 else "https://download.pytorch.org/whl/cpu"
-    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    done = subprocess.run(
-        [
-            "/usr/bin/docker",
-            "build",
-            "--network",
-            "host",
-            "--target",
-            "cpu",
-            "--build-arg",
-            f"CPU_BASE_IMAGE={STANDIN_PYTHON}",
-            "--build-arg",
-            f"TORCH_INDEX_URL={torch_index}",
-            "-f",
-            "Dockerfile.vllm",
-            "-t",
-            IMAGE,
-            ".",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return IMAGE
 
 
 @pytest.fixture(scope="module")
