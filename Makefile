@@ -8,7 +8,7 @@ MODEL  := models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 .DEFAULT_GOAL := help
 VLLM_ENV := scripts/vllm-env
 
-.PHONY: help venv env model models-hf vllm-env up down worker demo doctor logs test test-unit test-integration test-docker docker-env images lint format clean
+.PHONY: help bench venv env model models-hf vllm-env up down worker demo doctor logs test test-unit test-integration test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -63,13 +63,13 @@ logs: ## follow the logs of the local stack
 	tail -n 50 -F .run/*.log
 
 lint: venv ## ruff and mypy
-	$(BIN)/ruff check worker tasks tests docker scripts
-	$(BIN)/ruff format --check worker tasks tests docker scripts
+	$(BIN)/ruff check worker tasks tests docker scripts bench
+	$(BIN)/ruff format --check worker tasks tests docker scripts bench
 	$(BIN)/mypy
 
 format: venv ## format the code
-	$(BIN)/ruff format worker tasks tests docker scripts
-	$(BIN)/ruff check --fix worker tasks tests docker scripts
+	$(BIN)/ruff format worker tasks tests docker scripts bench
+	$(BIN)/ruff check --fix worker tasks tests docker scripts bench
 
 test-unit: venv ## unit tests only (no network)
 	$(BIN)/pytest tests/unit -q
@@ -88,6 +88,9 @@ test-docker: venv model models-hf docker-env ## the Docker tier: compose config,
 
 images: venv ## build both server images (latest + version tags); PUSH=1 pushes to IMAGE_REGISTRY
 	$(BIN)/python scripts/build_images.py $(if $(PUSH),--push) $(IMAGES)
+
+bench: venv model models-hf ## throughput: direct vs our pipeline vs naive Celery (BACKEND=llamacpp|vllm|instant)
+	$(BIN)/python -m bench.run --backend $(or $(BACKEND),llamacpp) --out bench-results.json
 
 clean: down ## remove runtime state (keeps .venv, .env and models)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

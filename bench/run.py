@@ -14,8 +14,8 @@ best is the limit), (b) as `kcw.chat` jobs through Redis to a worker with its de
 `date_done` in the result backend, so it includes the wait in the queue behind other jobs.
 
 Queue overhead per job: the worker result has usage but no timing, so it is estimated from a
-short sequential probe (one job in flight) as job latency minus the median direct latency at
-concurrency 1.
+short sequential probe (one job in flight) as job latency minus the direct latency of the same
+request at concurrency 1 (temperature 0 and a seed give the same completion).
 
 Instant backend: the same pipeline against `bench.instant_server`, which answers at once, and a
 no-op Celery task (`bench.noop_tasks`) with the same configuration, to isolate per-job overhead.
@@ -329,7 +329,7 @@ def measure_queued(
     task: str,
     payloads: list[JSON],
     probe: list[JSON],
-    direct_c1_s: float,
+    direct_c1: list[float],
     warmup: int,
     *extra: str,
 ) -> Run:
@@ -345,13 +345,16 @@ def measure_queued(
     finally:
         app.close()
         rds.close()
-    overheads = [latency - direct_c1_s for latency in seq]
+    # The same request straight to the server at concurrency 1 (temperature 0 and a seed,
+    # so the same completion): its latency is the LLM call time inside the job.
+    direct_of = [direct_c1[i % len(direct_c1)] if direct_c1 else 0.0 for i in range(len(seq))]
+    overheads = [latency - call for latency, call in zip(seq, direct_of, strict=True)]
     run.overhead_p50_ms = percentile(overheads, 50) * 1000
     run.overhead_p95_ms = percentile(overheads, 95) * 1000
     run.extra = {
         "sequential_probe_jobs": len(seq),
         "sequential_p50_ms": percentile(seq, 50) * 1000,
-        "direct_c1_p50_ms": direct_c1_s * 1000,
+        "direct_c1_same_requests_p50_ms": percentile(direct_of, 50) * 1000,
     }
     print(
         f"  {name:<14} {run.jobs_per_s:8.2f} jobs/s {run.tok_per_s:9.1f} tok/s "
@@ -435,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     instant = args.backend == "instant"
     jobs = args.jobs or (500 if instant else 32)
-    probe_n = args.probe or (200 if instant else 4)
+    probe_n = min(args.probe or (200 if instant else len(PROMPTS)), jobs)
     levels = [int(x) for x in args.sweep.split(",") if x.strip()]
     payloads = chat_payloads(jobs, args.max_tokens)
     probe = chat_payloads(probe_n, args.max_tokens)
@@ -456,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         best = max(direct, key=lambda r: r.tok_per_s if not instant else r.jobs_per_s)
         best.name = "a direct best"
         c1 = next((r for r in direct if r.concurrency == "1"), direct[0])
-        direct_c1 = percentile(c1.latencies_s, 50)
+        direct_c1 = c1.latencies_s  # in payload order
         env = default_env(rserver, llm.url)
         pipeline = measure_queued(
             tmp,
@@ -485,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                 "bench.noop",
                 payloads,
                 probe,
-                0.0,
+                [],
                 max(default_conc, 2),
             )
             runs.append(noop)
@@ -515,8 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("p50/p95: per-job latency; for b/c and noop it is submit -> date_done with all jobs")
     print("  submitted at once, so it includes the wait in the queue behind other jobs.")
-    print(f"ovh: queue overhead per job, from a sequential probe of {probe_n} jobs: job latency")
-    print(f"  minus the median direct latency at concurrency 1 ({direct_c1 * 1000:.2f} ms);")
+    print(f"ovh: queue overhead per job, from a sequential probe of {probe_n} jobs (one in")
+    print("  flight): job latency minus the direct latency of the same request at concurrency 1")
+    print(f"  (median {percentile(c1.latencies_s, 50) * 1000:.2f} ms; 0 for the no-op task);")
     print("  the worker result has usage but no timing, so this is an estimate.")
     ratios: JSON = {}
     b = runs[1]
@@ -541,8 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [r.summary() for r in runs],
         "ratios": ratios,
         "overhead_note": (
-            "queue overhead = sequential job latency (submit -> date_done) minus the median "
-            "direct latency at concurrency 1; an estimate, the result carries no timing"
+            "queue overhead = sequential job latency (submit -> date_done) minus the direct "
+            "latency of the same request at concurrency 1; an estimate, the result carries "
+            "no timing"
         ),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
