@@ -48,6 +48,7 @@ from celery import Celery
 from tests.integration.processes import (
     LLMServer,
     RedisServer,
+    client_app,
     free_port,
     start_launcher,
     start_redis,
@@ -56,7 +57,6 @@ from tests.integration.processes import (
     wait_until,
     worker_env,
 )
-from worker.app import celery_config
 from worker.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,20 +187,6 @@ def sweep(url: str, payloads: list[JSON], levels: list[int]) -> list[Run]:
 
 
 # ---------------------------------------------------------------- (b), (c) through Redis
-
-
-def client_app(server: RedisServer, db: int) -> Celery:
-    """A client Celery app on the bench Redis, configured like the worker (not from .env)."""
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_host="127.0.0.1",
-        redis_port=server.port,
-        redis_db=db,
-        redis_password=server.password,  # type: ignore[arg-type]
-    )
-    app = Celery("kcw-bench")
-    app.conf.update(celery_config(settings))
-    return app
 
 
 @contextmanager

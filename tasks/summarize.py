@@ -26,10 +26,16 @@ from worker.runtime import get_client
 MAX_ROUNDS = 4
 
 
-def _map_reduce(task: LLMTask, text: str, options: dict[str, Any], chunks_so_far: int) -> Any:
+def _map_reduce(
+    task: LLMTask,
+    text: str,
+    options: dict[str, Any],
+    chunks_so_far: int,
+    plan: jobs.SummaryPlan | None = None,
+) -> Any:
     """Summarize `text` now if it fits, else replace `task` with a chord over its chunks."""
     client = get_client()
-    plan = jobs.plan_summary(client, text, options["max_tokens"])
+    plan = plan or jobs.plan_summary(client, text, options["max_tokens"])
     if len(plan.chunks) == 1:
         result = jobs.summarize_part(
             client,
@@ -101,7 +107,7 @@ def combine_summaries(
     plan = jobs.plan_summary(client, joined, options["max_tokens"])
     if len(plan.chunks) > 1:
         # Still too long: another round over the partial summaries, carrying the usage so far.
-        return _map_reduce(self, joined, {**options, "usage": usage.as_dict()}, chunks)
+        return _map_reduce(self, joined, {**options, "usage": usage.as_dict()}, chunks, plan)
     result = jobs.combine_summaries(
         client, texts, max_tokens=options["max_tokens"], instructions=options["instructions"]
     )

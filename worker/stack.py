@@ -205,7 +205,6 @@ def start_llm_server(settings: Settings, out: TextIO) -> None:
     if pid:
         out.write(f"llama.cpp server already running (pid {pid})\n")
         return
-    check_local(settings)
     model = settings.model_path
     env = dict(os.environ)
     env.update(

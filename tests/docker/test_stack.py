@@ -55,8 +55,7 @@ def test_services_report_healthy(stack: Stack) -> None:
 
 
 def test_host_worker_gets_a_real_completion(stack: Stack, tmp_path: Path) -> None:
-    from tests.integration.conftest import client_app, submitter
-    from tests.integration.processes import RedisServer
+    from tests.integration.processes import RedisServer, client_app, submitter
 
     server = RedisServer(stack.redis_port, stack.env["REDIS_PASSWORD"], None)  # type: ignore[arg-type]
     worker = start_worker(tmp_path, worker_env(server, stack.llm_url), "docker")

@@ -14,8 +14,14 @@ import jsonschema
 import pytest
 
 from tests.docker.compose_stack import Stack, new_stack
-from tests.integration.conftest import client_app, submitter
-from tests.integration.processes import RedisServer, start_worker, stop, worker_env
+from tests.integration.processes import (
+    RedisServer,
+    client_app,
+    start_worker,
+    stop,
+    submitter,
+    worker_env,
+)
 from worker.demo import PERSON_SCHEMA, long_document
 
 FILES = ["docker-compose.yml", "docker-compose.vllm.yml", "docker-compose.vllm.cpu.yml"]

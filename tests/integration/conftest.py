@@ -7,7 +7,6 @@ no `.env`, and is stopped when its fixture ends.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,13 @@ from tests.integration.processes import (
     LLMServer,
     RedisServer,
     Worker,
+    client_app,
     start_launcher,
     start_redis,
     start_vllm,
     start_worker,
     stop,
+    submitter,
     worker_env,
 )
 
@@ -51,40 +52,6 @@ def worker(tmp_root: Path, redis_server: RedisServer, llm_server: LLMServer) -> 
     proc = start_worker(tmp_root, worker_env(redis_server, llm_server.url), "main")
     yield proc
     stop(proc.proc)
-
-
-def client_app(redis_server: RedisServer, db: int = 0) -> Any:
-    """A client-side Celery app on the test Redis, configured like the worker (not from .env)."""
-    from celery import Celery
-
-    from worker.app import celery_config
-    from worker.config import Settings
-
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_host="127.0.0.1",
-        redis_port=redis_server.port,
-        redis_db=db,
-        redis_password=redis_server.password,  # type: ignore[arg-type]
-    )
-    client = Celery("kcw-tests")
-    client.conf.update(celery_config(settings))
-    return client
-
-
-def submitter(app: Any) -> Callable[..., Any]:
-    """Send a job by name through `app` and wait for it to end."""
-
-    def run(kind: str, payload: Any, timeout: float = 300) -> Any:
-        result = app.send_task(f"kcw.{kind}", args=[payload])
-        deadline = time.monotonic() + timeout
-        while not result.ready():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{kind} job {result.id} still {result.state}")
-            time.sleep(0.1)
-        return result
-
-    return run
 
 
 @pytest.fixture(scope="session")

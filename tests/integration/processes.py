@@ -240,6 +240,40 @@ def worker_env(redis_server: RedisServer, llm_url: str, **overrides: str) -> dic
     return env
 
 
+def client_app(redis_server: RedisServer, db: int = 0) -> Any:
+    """A client-side Celery app on a test Redis, configured like the worker (not from .env)."""
+    from celery import Celery
+
+    from worker.app import celery_config
+    from worker.config import Settings
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_host="127.0.0.1",
+        redis_port=redis_server.port,
+        redis_db=db,
+        redis_password=redis_server.password,  # type: ignore[arg-type]
+    )
+    client = Celery("kcw-tests")
+    client.conf.update(celery_config(settings))
+    return client
+
+
+def submitter(app: Any) -> Callable[..., Any]:
+    """Send a job by name through `app` and wait for it to end."""
+
+    def run(kind: str, payload: Any, timeout: float = 300) -> Any:
+        result = app.send_task(f"kcw.{kind}", args=[payload])
+        deadline = time.monotonic() + timeout
+        while not result.ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{kind} job {result.id} still {result.state}")
+            time.sleep(0.1)
+        return result
+
+    return run
+
+
 def start_worker(tmp: Path, env: dict[str, str], name: str) -> Worker:
     log = tmp / f"worker-{name}.log"
     sink = log.open("wb")
