@@ -54,6 +54,7 @@ from tests.integration.processes import (
     start_redis,
     start_vllm,
     stop,
+    wait_healthy,
     wait_until,
     worker_env,
 )
@@ -372,16 +373,7 @@ def start_instant(tmp: Path) -> LLMServer:
             cwd=ROOT,
         )
     server = LLMServer(port, proc, log)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"instant server exited:\n{log.read_text()}")
-        try:
-            return server.health().status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, 30, "instant server")
+    wait_healthy(server, 30, "instant server")
     return server
 
 

@@ -162,6 +162,20 @@ def start_launcher(
     return server
 
 
+def wait_healthy(server: LLMServer, timeout: float, what: str) -> None:
+    """Wait for /health to answer 200; fail at once with the log if the process exits."""
+
+    def ready() -> bool:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited at start:\n{server.log.read_text()[-3000:]}")
+        try:
+            return server.health().status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout, what)
+
+
 HF_MODEL = ROOT / "models/hf/SmolLM2-135M-Instruct"
 VLLM_ENV = ROOT / "scripts/vllm-env"
 SERVED_NAME = "SmolLM2-135M-Instruct"
@@ -207,16 +221,7 @@ def start_vllm(tmp: Path, port: int = 0, *extra: str, **env: str) -> LLMServer:
     with log.open("wb") as sink:
         proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
     server = LLMServer(port, proc, log, api_key=env.get("VLLM_API_KEY", ""))
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vLLM exited at start:\n{log.read_text()[-3000:]}")
-        try:
-            return server.health().status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, 300, "vLLM server")
+    wait_healthy(server, 300, "vLLM server")
     return server
 
 
