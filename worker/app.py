@@ -6,10 +6,17 @@ importing this module never touches the network or fails on a bad `.env`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    celeryd_init,
+    worker_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from worker.config import Settings, get_settings
 from worker.runtime import close_client
@@ -45,14 +52,49 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "task_default_queue": QUEUE,
         "worker_pool": settings.worker_pool,
+        # 0 = sized to the LLM servers when the worker starts (see _size_pool below).
         "worker_concurrency": settings.worker_concurrency,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Monitoring events cost two Redis messages per job; `celery worker -E` turns them on.
+        "worker_send_task_events": False,
     }
 
 
 app = Celery("kcw", include=TASK_MODULES)
 app.add_defaults(lambda: celery_config(get_settings()))
+
+
+log = logging.getLogger("kcw.worker")
+# The plan made before the pool exists, reported once logging is set up.
+_auto_concurrency: dict[str, Any] = {}
+
+
+@celeryd_init.connect
+def _plan_pool(options: dict[str, Any], **_: Any) -> None:
+    """With no -c and WORKER_CONCURRENCY=0, size a threads pool to the servers' windows."""
+    settings = get_settings()
+    pool = str(options.get("pool_cls") or settings.worker_pool)
+    if options.get("concurrency") or settings.worker_concurrency or "thread" not in pool:
+        return
+    from worker.capacity import plan_concurrency
+
+    plan = plan_concurrency(settings)
+    _auto_concurrency.update(threads=plan.threads, describe=plan.describe())
+
+
+@worker_init.connect
+def _size_pool(sender: Any, **_: Any) -> None:
+    threads = _auto_concurrency.get("threads", 0)
+    if threads:
+        sender.concurrency = threads
+
+
+@worker_ready.connect
+def _report_pool(**_: Any) -> None:
+    if "describe" in _auto_concurrency:
+        log.info(
+            "concurrency sized to the LLM servers: %s (set WORKER_CONCURRENCY to fix it)",
+            _auto_concurrency["describe"],
+        )
 
 
 @worker_process_shutdown.connect

@@ -1,4 +1,4 @@
-"""Per-server differences: health path, structured-output shape, tokenizer, context length.
+"""Per-server differences: structured-output shape, tokenizer, context length, capacity.
 
 llama-cpp-python accepts only `{"type": "json_object", "schema": ...}` and falls back
 to free JSON when a schema does not compile; vLLM takes OpenAI's `json_schema`
@@ -14,6 +14,8 @@ from typing import Any, Literal
 __all__ = ["PROFILES", "BackendName", "BackendProfile", "detect_backend"]
 
 BackendName = Literal["llamacpp", "vllm"]
+LLAMA_SERVER = "llama-server"
+LLAMA_CPP_PYTHON = "llama-cpp-python"
 JSON = dict[str, Any]
 
 
@@ -23,7 +25,6 @@ class BackendProfile:
 
     name: BackendName
     health_path: str
-    tokenize_path: str
     embeddings_hint: str
     # llama-cpp-python mixes up token embeddings of several inputs in one request for
     # models without pooling; one input per request gives the right vectors.
@@ -53,11 +54,30 @@ class BackendProfile:
         value = json.loads(text)
         return str(value["label"]) if isinstance(value, dict) else str(value)
 
-    def tokenize_body(self, text: str, model: str) -> JSON:
+    def tokenize_path(self, engine: str | None) -> str:
+        """The tokenize route: vLLM and llama-server say `/tokenize`, llama-cpp-python differs."""
+        if self.name == "llamacpp" and engine != LLAMA_SERVER:
+            return "/extras/tokenize"
+        return "/tokenize"
+
+    def tokenize_body(self, text: str, model: str, engine: str | None) -> JSON:
         """Body of a tokenize request for this server."""
         if self.name == "vllm":
             return {"model": model, "prompt": text, "add_special_tokens": False}
+        if engine == LLAMA_SERVER:
+            return {"content": text, "add_special": False}
         return {"model": model, "input": text}
+
+    def capacity(self, props: JSON | None) -> int | None:
+        """Requests the server runs at once: llama.cpp's `total_slots`; None when unknown."""
+        value = (props or {}).get("total_slots")
+        return value if isinstance(value, int) and value > 0 else None
+
+    def engine(self, props: JSON | None) -> str | None:
+        """Which llama.cpp server answers: llama-server's `/props` carries its `build_info`."""
+        if self.name != "llamacpp":
+            return None
+        return LLAMA_SERVER if props and "build_info" in props else LLAMA_CPP_PYTHON
 
     def context_length(self, model_entry: JSON, props: JSON | None) -> int | None:
         """The served context length, from `/v1/models` (vLLM) or `/props` (llama.cpp)."""
@@ -87,7 +107,6 @@ PROFILES: dict[BackendName, BackendProfile] = {
     "llamacpp": BackendProfile(
         name="llamacpp",
         health_path="/health",
-        tokenize_path="/extras/tokenize",
         embeddings_hint=(
             "set EMBEDDING=true for the llama.cpp server (in .env, then `make down && make up`; "
             "best with an embedding GGUF model as MODEL_FILE)"
@@ -97,7 +116,6 @@ PROFILES: dict[BackendName, BackendProfile] = {
     "vllm": BackendProfile(
         name="vllm",
         health_path="/health",
-        tokenize_path="/tokenize",
         embeddings_hint=(
             "serve an embedding model with vLLM (a second server started with "
             'VLLM_EXTRA_ARGS="--runner pooling") and point LLM_SERVER_URL at it'

@@ -24,6 +24,14 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "please-change-me"})
 VISIBILITY_MARGIN_S = 300
 
 
+def _server_url(raw: str) -> str:
+    """One server's base URL without a trailing slash or `/v1` (we add paths ourselves)."""
+    url = raw.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} must start with http:// or https://")
+    return url.removesuffix("/v1")
+
+
 class SettingsError(ValueError):
     """A setting has a value the worker cannot use; the message names the key."""
 
@@ -41,13 +49,18 @@ class Settings(BaseSettings):
     redis_db: int = Field(0, ge=0, le=15)
     redis_password: SecretStr = SecretStr("")
 
-    # The OpenAI-compatible LLM server.
+    # The OpenAI-compatible LLM server, or several (comma-separated) that share the work.
     llm_server_url: str = "http://localhost:8000"
     llm_api_key: SecretStr = SecretStr("")
     llm_timeout: float = Field(120.0, gt=0, description="seconds for one HTTP request")
     llm_backend: Literal["auto", "llamacpp", "vllm"] = "auto"
     llm_model: str = ""
     llm_context_length: int = Field(0, ge=0, description="0 = ask the server")
+
+    # Requests one worker keeps in flight to one server, at most (the window learns below it).
+    llm_max_inflight: int = Field(64, ge=1, le=1024)
+    # Seconds between `/health` probes of a server marked down.
+    llm_health_interval: float = Field(2.0, gt=0)
 
     # Seconds-scale retries inside the client (tenacity).
     llm_retry_attempts: int = Field(5, ge=1, le=20)
@@ -60,7 +73,7 @@ class Settings(BaseSettings):
     result_expires: int = Field(86400, ge=60)
 
     # Worker process.
-    worker_concurrency: int = Field(4, ge=1, le=256)
+    worker_concurrency: int = Field(0, ge=0, le=1024, description="0 = sized to the servers")
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
 
     # Task behaviour.
@@ -68,8 +81,10 @@ class Settings(BaseSettings):
     summary_max_tokens: int = Field(256, ge=16)
 
     # The llama.cpp server that `make up` or compose starts.
+    llamacpp_engine: Literal["server", "python"] = "server"
     model_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
     n_ctx: int = Field(4096, ge=256)
+    n_parallel: int = Field(8, ge=1, le=256)
     n_gpu_layers: int = Field(0, ge=-1)
     embedding: bool = False
     llm_port: int = Field(8000, ge=1, le=65535)
@@ -108,12 +123,13 @@ class Settings(BaseSettings):
 
     @field_validator("llm_server_url")
     @classmethod
-    def _strip_url(cls, value: str) -> str:
-        url = value.strip().rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        # Accept the OpenAI-style base ending in /v1; we add paths ourselves.
-        return url.removesuffix("/v1")
+    def _normalise_urls(cls, value: str) -> str:
+        urls = [_server_url(part) for part in value.replace(" ", ",").split(",") if part.strip()]
+        if not urls:
+            raise ValueError("names no server; give one URL, or several separated by commas")
+        if len(set(urls)) != len(urls):
+            raise ValueError("names the same server twice")
+        return ",".join(urls)
 
     @field_validator("redis_password", "llm_api_key")
     @classmethod
@@ -130,6 +146,11 @@ class Settings(BaseSettings):
                 f"LLM_TIMEOUT ({self.llm_timeout:g})"
             )
         return self
+
+    @property
+    def llm_server_urls(self) -> tuple[str, ...]:
+        """Every LLM server the worker sends requests to."""
+        return tuple(self.llm_server_url.split(","))
 
     @property
     def redis_url(self) -> str:

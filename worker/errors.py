@@ -5,6 +5,7 @@ HTTP and SDK errors are turned into these classes at one boundary
 
     LLMError                        root: anything the worker reports as a failed job
     ├── LLMUnavailable              server down, loading, timing out, 502/503/504  (retried)
+    │   ├── LLMServerDown           unreachable, loading or 502/503/504            (retried)
     │   └── LLMRateLimited          server said 429                               (retried)
     ├── LLMRequestRejected          the request itself is wrong                   (never retried)
     │   ├── InvalidJobInput         job input failed validation before any call
@@ -30,6 +31,7 @@ __all__ = [
     "LLMRateLimited",
     "LLMRequestRejected",
     "LLMResponseInvalid",
+    "LLMServerDown",
     "LLMUnavailable",
     "ModelNotFound",
 ]
@@ -52,6 +54,13 @@ class LLMUnavailable(LLMError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class LLMServerDown(LLMUnavailable):
+    """Raised when the server cannot be reached, is loading, or answers 502/503/504."""
+
+    # With several servers the request moves to another one at once, and this one is
+    # skipped until its `/health` answers 200 (see worker.routing).
 
 
 class LLMRateLimited(LLMUnavailable):

@@ -7,9 +7,9 @@ tenacity; the SDK's own retries are off so that nothing retries twice.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,15 +27,20 @@ from worker.errors import (
     LLMError,
     LLMRateLimited,
     LLMRequestRejected,
+    LLMServerDown,
     LLMUnavailable,
     ModelNotFound,
 )
+from worker.limits import AdaptiveLimit
 from worker.retrying import call_retrying
+from worker.routing import Endpoint, Outcome, ServerPool
 
 __all__ = ["Completion", "LLMClient", "ServerInfo", "Usage", "translate_error"]
 
 JSON = dict[str, Any]
 T = TypeVar("T")
+# Seconds between two looks at vLLM's queue (`/metrics`) by one worker process.
+METRICS_INTERVAL_S = 5.0
 # Words servers use when a prompt (or max_tokens) does not fit: llama.cpp, vLLM, OpenAI.
 _CONTEXT_MARKERS = (
     "context length",
@@ -88,6 +93,10 @@ class ServerInfo:
     model: str
     models: tuple[str, ...]
     context_length: int | None
+    # Requests the server runs at once (llama.cpp slots); None when it does not say (vLLM).
+    capacity: int | None = None
+    # llama.cpp only: "llama-server" or "llama-cpp-python" (their tokenize routes differ).
+    engine: str | None = None
 
     @property
     def profile(self) -> BackendProfile:
@@ -153,7 +162,7 @@ def error_from_response(response: httpx.Response, url: str) -> LLMError:
     if status in (502, 503, 504):
         loading = "loading" in message.lower()
         reason = "is still loading its model" if loading else f"is unavailable (HTTP {status})"
-        return LLMUnavailable(
+        return LLMServerDown(
             f"The LLM server at {url} {reason}: {message or 'no detail'}. "
             f"Wait until `curl {url}/health` answers 200.",
             retry_after=_retry_after(response),
@@ -179,13 +188,18 @@ def translate_error(exc: Exception, url: str, timeout: float) -> LLMError:
         return exc
     if isinstance(exc, openai.APIStatusError):
         return error_from_response(exc.response, url)
+    if isinstance(exc, httpx.ConnectTimeout) or isinstance(exc.__cause__, httpx.ConnectTimeout):
+        return LLMServerDown(
+            f"Cannot connect to the LLM server at {url} (connect timeout): start it "
+            "(`make up`) or fix LLM_SERVER_URL."
+        )
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return LLMUnavailable(
             f"The LLM server at {url} did not answer within LLM_TIMEOUT={timeout:g}s; "
             "raise LLM_TIMEOUT or lower max_tokens."
         )
     if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
-        return LLMUnavailable(
+        return LLMServerDown(
             f"Cannot reach the LLM server at {url} ({exc.__class__.__name__}): start it "
             "(`make up`) or fix LLM_SERVER_URL."
         )
@@ -197,7 +211,11 @@ def translate_error(exc: Exception, url: str, timeout: float) -> LLMError:
 
 
 class LLMClient:
-    """A pooled HTTP client for one LLM server, shared by every thread of a worker process."""
+    """The pooled client for one or more LLM servers, shared by every thread of a worker.
+
+    Each request goes to the least-loaded healthy server, within that server's
+    in-flight window (see `worker.routing` and `worker.limits`).
+    """
 
     def __init__(
         self,
@@ -207,45 +225,86 @@ class LLMClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.url = settings.llm_server_url
+        self.urls = settings.llm_server_urls
+        self.url = ", ".join(self.urls)
         self._sleep = sleep
+        self._transport = transport
+        self.pool = ServerPool(
+            [self._endpoint(url) for url in self.urls],
+            probe=self._probe,
+            probe_interval=settings.llm_health_interval,
+        )
+
+    def _endpoint(self, url: str) -> Endpoint:
+        settings = self.settings
         api_key = settings.llm_api_key.get_secret_value()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        limits = httpx.Limits(
-            max_connections=max(settings.worker_concurrency * 2, 10),
-            max_keepalive_connections=max(settings.worker_concurrency, 5),
-        )
-        self.http = httpx.Client(
-            base_url=self.url,
+        cap = settings.llm_max_inflight
+        limits = httpx.Limits(max_connections=cap + 8, max_keepalive_connections=cap + 8)
+        http = httpx.Client(
+            base_url=url,
             headers=headers,
             timeout=httpx.Timeout(settings.llm_timeout, connect=min(10.0, settings.llm_timeout)),
             limits=limits,
-            transport=transport,
+            transport=self._transport,
         )
-        self.sdk = openai.OpenAI(
-            base_url=f"{self.url}/v1",
+        sdk = openai.OpenAI(
+            base_url=f"{url}/v1",
             api_key=api_key or "no-key",
-            http_client=self.http,
+            http_client=http,
             max_retries=0,
             timeout=settings.llm_timeout,
         )
-        self._info: ServerInfo | None = None
-        self._info_lock = threading.Lock()
+        # One request at a time until the server says how many it can take.
+        return Endpoint(url=url, http=http, sdk=sdk, limit=AdaptiveLimit(cap, window=1.0))
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return self.pool.endpoints
 
     def close(self) -> None:
-        self.http.close()
+        for endpoint in self.endpoints:
+            endpoint.http.close()
 
     @contextmanager
-    def _boundary(self) -> Iterator[None]:
+    def _boundary(self, url: str) -> Iterator[None]:
         try:
             yield
         except Exception as exc:
-            raise translate_error(exc, self.url, self.settings.llm_timeout) from exc
+            raise translate_error(exc, url, self.settings.llm_timeout) from exc
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[Endpoint], T], *, limited: bool = True) -> T:
+        """Run `fn` on a chosen server, moving to another one when a server is down.
+
+        One attempt tries every healthy server once; attempts are retried with
+        backoff (tenacity) while the error is `LLMUnavailable`.
+        """
+
         def attempt() -> T:
-            with self._boundary():
-                return fn()
+            tried: list[Endpoint] = []
+            while True:
+                endpoint = self.pool.acquire(limited=limited, exclude=tried)
+                if endpoint is None:
+                    raise LLMServerDown(f"No LLM server answered ({self.url}).")
+                outcome: Outcome = "neutral"
+                try:
+                    with self._boundary(endpoint.url):
+                        self.ensure_info(endpoint)
+                        result = fn(endpoint)
+                    outcome = "ok"
+                    return result
+                except LLMServerDown:
+                    outcome = "down"
+                    tried.append(endpoint)
+                    if not self.pool.has_alternative(tried):
+                        raise
+                except LLMUnavailable:
+                    outcome = "overload"
+                    raise
+                finally:
+                    self.pool.release(endpoint, outcome)
+                    if outcome == "ok":
+                        self._observe_load(endpoint)
 
         return call_retrying(
             attempt,
@@ -254,20 +313,31 @@ class LLMClient:
             sleep=self._sleep,
         )
 
-    def _get_json(self, path: str) -> JSON:
-        response = self.http.get(path)
+    def _probe(self, endpoint: Endpoint) -> bool:
+        """Does this server's health route say ready? (for a server marked down)"""
+        return self._health_of(endpoint).state == "ready"
+
+    def _get_json(self, endpoint: Endpoint, path: str) -> JSON:
+        response = endpoint.http.get(path)
         if response.is_error:
-            raise error_from_response(response, self.url)
+            raise error_from_response(response, endpoint.url)
         body = response.json()
         if not isinstance(body, dict):
             raise ValueError(f"{path} returned {type(body).__name__}, expected an object")
         return body
 
     def health(self) -> HealthReport:
-        """One probe of the health route, without retries (for `kcw doctor` and waits)."""
-        path = PROFILES[self._backend_hint()].health_path
+        """One probe of the first server's health route (see `health_all` for every server)."""
+        return self._health_of(self.endpoints[0])
+
+    def health_all(self) -> list[tuple[str, HealthReport]]:
+        """One probe of every server's health route, without retries (for `kcw doctor`)."""
+        return [(ep.url, self._health_of(ep)) for ep in self.endpoints]
+
+    def _health_of(self, endpoint: Endpoint) -> HealthReport:
+        path = PROFILES[self._backend_hint(endpoint)].health_path
         try:
-            response = self.http.get(path, timeout=5.0)
+            response = endpoint.http.get(path, timeout=5.0)
         except httpx.HTTPError as exc:
             return HealthReport("unreachable", None, f"{exc.__class__.__name__}: {exc}")
         text = response.text.strip()
@@ -277,45 +347,87 @@ class LLMClient:
             return HealthReport("loading", 503, text)
         return HealthReport("failed", response.status_code, text)
 
-    def _backend_hint(self) -> BackendName:
+    def _backend_hint(self, endpoint: Endpoint) -> BackendName:
         if self.settings.llm_backend != "auto":
             return self.settings.llm_backend
-        return self._info.backend if self._info else "llamacpp"
+        return endpoint.info.backend if endpoint.info else "llamacpp"
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, endpoint: Endpoint | None = None) -> dict[str, float]:
         """vLLM's load gauges from `/metrics`: running and waiting requests, KV-cache use (0-1).
 
         Empty when the server has no such metrics (llama.cpp) or cannot be reached.
         """
+        endpoint = endpoint or self.endpoints[0]
         try:
-            response = self.http.get("/metrics", timeout=5.0)
+            response = endpoint.http.get("/metrics", timeout=5.0)
         except httpx.HTTPError:
             return {}
         if response.status_code != 200:
             return {}
         return parse_vllm_metrics(response.text)
 
+    def _observe_load(self, endpoint: Endpoint) -> None:
+        """On vLLM, every few seconds: requests waiting in its queue mean our window is too big."""
+        info = endpoint.info
+        if info is None or info.backend != "vllm":
+            return
+        now = time.monotonic()
+        if now < endpoint.next_metrics:
+            return
+        endpoint.next_metrics = now + METRICS_INTERVAL_S
+        load = self.metrics(endpoint)
+        if load.get("waiting", 0) > 0:
+            endpoint.limit.cap_at(int(load.get("running", 0)))
+            self.pool.changed()
+
     def list_models(self) -> JSON:
-        """The raw `/v1/models` answer."""
-        return self._retrying(lambda: self._get_json("/v1/models"))
+        """The raw `/v1/models` answer of a healthy server."""
+        return self._call(lambda ep: self._get_json(ep, "/v1/models"), limited=False)
 
     def server_info(self, refresh: bool = False) -> ServerInfo:
-        """Backend, model and context length, asked once per process and then cached."""
-        with self._info_lock:
-            if self._info is None or refresh:
-                self._info = self._fetch_info()
-            return self._info
+        """Backend, model and context length, asked once per server and then cached.
 
-    def _fetch_info(self) -> ServerInfo:
-        models = self.list_models()
+        With several servers the context length is the smallest one among them that
+        answered, so that a planned prompt fits wherever it goes.
+        """
+        if refresh:
+            for endpoint in self.endpoints:
+                endpoint.info = None
+        info = self._call(lambda ep: self.ensure_info(ep), limited=False)
+        lengths = [ep.info.context_length for ep in self.endpoints if ep.info]
+        known = [n for n in lengths if n]
+        if known and info.context_length != min(known):
+            info = dataclasses.replace(info, context_length=min(known))
+        return info
+
+    def server_infos(self) -> list[tuple[str, ServerInfo | None]]:
+        """What each server said about itself so far (None: not asked yet, or down)."""
+        return [(ep.url, ep.info) for ep in self.endpoints]
+
+    def ensure_info(self, endpoint: Endpoint) -> ServerInfo:
+        """What this server serves, asked once (again after it was down); sets its window."""
+        info = endpoint.info
+        if info is not None:
+            return info
+        with endpoint.info_lock, self._boundary(endpoint.url):
+            if endpoint.info is None:
+                endpoint.info = self._fetch_info(endpoint)
+                capacity = endpoint.info.capacity or self.settings.llm_max_inflight
+                endpoint.limit.set_capacity(min(capacity, self.settings.llm_max_inflight))
+                self.pool.changed()
+            return endpoint.info
+
+    def _fetch_info(self, endpoint: Endpoint) -> ServerInfo:
+        url = endpoint.url
+        models = self._get_json(endpoint, "/v1/models")
         entries = [e for e in models.get("data") or [] if isinstance(e, dict) and e.get("id")]
         ids = tuple(str(e["id"]) for e in entries)
         if not ids:
-            raise ModelNotFound(f"The LLM server at {self.url} lists no models in /v1/models.")
+            raise ModelNotFound(f"The LLM server at {url} lists no models in /v1/models.")
         wanted = self.settings.llm_model
         if wanted and wanted not in ids:
             raise ModelNotFound(
-                f"LLM_MODEL={wanted!r} is not served by {self.url}; it serves: {', '.join(ids)}. "
+                f"LLM_MODEL={wanted!r} is not served by {url}; it serves: {', '.join(ids)}. "
                 "Set LLM_MODEL to one of them, or leave it empty to use the first."
             )
         model = wanted or ids[0]
@@ -325,16 +437,22 @@ class LLMClient:
             if self.settings.llm_backend == "auto"
             else self.settings.llm_backend
         )
+        props = self._props(endpoint) if backend == "llamacpp" else None
         context = self.settings.llm_context_length or None
         if context is None:
-            props = self._props() if backend == "llamacpp" else None
             context = PROFILES[backend].context_length(entry, props)
-        return ServerInfo(backend=backend, model=model, models=ids, context_length=context)
+        return ServerInfo(
+            backend=backend,
+            model=model,
+            models=ids,
+            context_length=context,
+            capacity=PROFILES[backend].capacity(props),
+            engine=PROFILES[backend].engine(props),
+        )
 
-    def _props(self) -> JSON | None:
+    def _props(self, endpoint: Endpoint) -> JSON | None:
         """llama.cpp's `/props`, or None when the server has none or answers nonsense."""
-        with self._boundary():
-            response = self.http.get("/props")
+        response = endpoint.http.get("/props")
         if response.status_code != 200:
             return None
         try:
@@ -355,8 +473,7 @@ class LLMClient:
         extra: JSON | None = None,
     ) -> Completion:
         """One chat completion; `extra` carries backend-specific fields (response_format, ...)."""
-        info = self.server_info()
-        params: JSON = {"model": info.model, "messages": messages}
+        params: JSON = {"messages": messages}
         optional = {
             "max_tokens": max_tokens,
             "temperature": temperature,
@@ -367,8 +484,9 @@ class LLMClient:
         params.update({k: v for k, v in optional.items() if v is not None})
         params.update(extra or {})
 
-        def call() -> Completion:
-            response = self.sdk.chat.completions.create(**params)
+        def call(endpoint: Endpoint) -> Completion:
+            info = self.ensure_info(endpoint)
+            response = endpoint.sdk.chat.completions.create(model=info.model, **params)
             if not response.choices:
                 raise ValueError("the completion has no choices")
             choice = response.choices[0]
@@ -382,46 +500,51 @@ class LLMClient:
                 usage=usage,
             )
 
-        return self._retrying(call)
+        return self._call(call)
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens in `text` by the server's own tokenizer, or None if it has no such route."""
-        info = self.server_info()
-        profile = info.profile
-        body = profile.tokenize_body(text, info.model)
 
-        def call() -> int | None:
-            response = self.http.post(profile.tokenize_path, json=body)
+        def call(endpoint: Endpoint) -> int | None:
+            info = self.ensure_info(endpoint)
+            profile = info.profile
+            path = profile.tokenize_path(info.engine)
+            body = profile.tokenize_body(text, info.model, info.engine)
+            response = endpoint.http.post(path, json=body)
             if response.status_code in (404, 405):
                 return None
             if response.is_error:
-                raise error_from_response(response, self.url)
+                raise error_from_response(response, endpoint.url)
             data = response.json()
             if not isinstance(data, dict):
-                raise ValueError(f"{profile.tokenize_path} returned {type(data).__name__}")
+                raise ValueError(f"{path} returned {type(data).__name__}")
             if isinstance(data.get("count"), int):
                 return int(data["count"])
             return len(data.get("tokens") or [])
 
-        return self._retrying(call)
+        return self._call(call, limited=False)
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], Usage, str]:
         """Embeddings for `texts`, in order."""
+
+        def call(batch: list[str]) -> Callable[[Endpoint], tuple[list[list[float]], Usage, str]]:
+            def on(endpoint: Endpoint) -> tuple[list[list[float]], Usage, str]:
+                info = self.ensure_info(endpoint)
+                response = endpoint.sdk.embeddings.create(model=info.model, input=batch)
+                vectors = [_pooled(item.embedding) for item in sorted(response.data, key=_index)]
+                usage = Usage(prompt_tokens=response.usage.prompt_tokens if response.usage else 0)
+                return vectors, usage, response.model or info.model
+
+            return on
+
         info = self.server_info()
-
-        def call(batch: list[str]) -> tuple[list[list[float]], Usage, str]:
-            response = self.sdk.embeddings.create(model=info.model, input=batch)
-            vectors = [_pooled(item.embedding) for item in sorted(response.data, key=_index)]
-            usage = Usage(prompt_tokens=response.usage.prompt_tokens if response.usage else 0)
-            return vectors, usage, response.model or info.model
-
         if not info.profile.embed_one_at_a_time:
-            return self._retrying(lambda: call(texts))
+            return self._call(call(texts))
         vectors: list[list[float]] = []
         usage = Usage()
         model = info.model
         for text in texts:
-            one, used, model = self._retrying(lambda text=text: call([text]))  # type: ignore[misc]
+            one, used, model = self._call(call([text]))
             vectors.extend(one)
             usage.add(used)
         return vectors, usage, model

@@ -7,7 +7,13 @@ import json
 import jsonschema
 import pytest
 
-from worker.backends import PROFILES, detect_backend, label_schema
+from worker.backends import (
+    LLAMA_CPP_PYTHON,
+    LLAMA_SERVER,
+    PROFILES,
+    detect_backend,
+    label_schema,
+)
 
 LLAMACPP = PROFILES["llamacpp"]
 VLLM = PROFILES["vllm"]
@@ -113,8 +119,12 @@ def test_context_length_from_models_entry_or_props(
 
 
 def test_tokenize_bodies_follow_each_server() -> None:
-    assert LLAMACPP.tokenize_body("hi", "m") == {"model": "m", "input": "hi"}
-    assert VLLM.tokenize_body("hi", "m") == {
+    assert LLAMACPP.tokenize_body("hi", "m", LLAMA_CPP_PYTHON) == {"model": "m", "input": "hi"}
+    assert LLAMACPP.tokenize_body("hi", "m", LLAMA_SERVER) == {
+        "content": "hi",
+        "add_special": False,
+    }
+    assert VLLM.tokenize_body("hi", "m", None) == {
         "model": "m",
         "prompt": "hi",
         "add_special_tokens": False,
@@ -122,8 +132,10 @@ def test_tokenize_bodies_follow_each_server() -> None:
 
 
 def test_profiles_name_their_routes() -> None:
-    assert (LLAMACPP.health_path, LLAMACPP.tokenize_path) == ("/health", "/extras/tokenize")
-    assert (VLLM.health_path, VLLM.tokenize_path) == ("/health", "/tokenize")
+    assert LLAMACPP.tokenize_path(LLAMA_CPP_PYTHON) == "/extras/tokenize"
+    assert LLAMACPP.tokenize_path(LLAMA_SERVER) == "/tokenize"
+    assert VLLM.tokenize_path(None) == "/tokenize"
+    assert LLAMACPP.health_path == VLLM.health_path == "/health"
     assert "EMBEDDING=true" in LLAMACPP.embeddings_hint
     assert "embed" in VLLM.embeddings_hint
 
@@ -133,3 +145,21 @@ def test_schema_request_is_json_serialisable() -> None:
         assert json.loads(json.dumps(profile.schema_request(SCHEMA))) == profile.schema_request(
             SCHEMA
         )
+
+
+@pytest.mark.parametrize(
+    ("props", "capacity", "engine"),
+    [
+        (None, None, LLAMA_CPP_PYTHON),
+        ({"total_slots": 1}, 1, LLAMA_CPP_PYTHON),
+        ({"total_slots": 8, "build_info": "b1-abc"}, 8, LLAMA_SERVER),
+        ({"total_slots": 0, "build_info": "b1"}, None, LLAMA_SERVER),
+        ({"total_slots": "8"}, None, LLAMA_CPP_PYTHON),
+    ],
+)
+def test_capacity_and_engine_from_props(
+    props: dict[str, object] | None, capacity: int | None, engine: str
+) -> None:
+    assert LLAMACPP.capacity(props) == capacity
+    assert LLAMACPP.engine(props) == engine
+    assert VLLM.engine(props) is None

@@ -28,7 +28,9 @@ def test_defaults_describe_a_local_stack() -> None:
     assert settings.llm_context_length == 0
     assert settings.llm_api_key.get_secret_value() == ""
     assert settings.worker_pool == "threads"
-    assert settings.worker_concurrency == 4
+    assert settings.worker_concurrency == 0  # sized to the servers at start-up
+    assert settings.llm_server_urls == ("http://localhost:8000",)
+    assert settings.llm_max_inflight == 64
     assert settings.task_time_limit == 1800
     assert settings.task_soft_time_limit == 1770
     assert settings.model_path == Path("models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -18,6 +18,7 @@ from worker.errors import (
     LLMRateLimited,
     LLMRequestRejected,
     LLMResponseInvalid,
+    LLMServerDown,
     LLMUnavailable,
     ModelNotFound,
 )
@@ -26,6 +27,7 @@ from worker.errors import (
 TREE = [
     (LLMError, Exception),
     (LLMUnavailable, LLMError),
+    (LLMServerDown, LLMUnavailable),
     (LLMRateLimited, LLMUnavailable),
     (LLMRequestRejected, LLMError),
     (InvalidJobInput, LLMRequestRejected),
@@ -60,7 +62,7 @@ def test_retried_and_never_retried_branches_do_not_overlap() -> None:
     retried = [cls for cls in ALL_ERRORS if issubclass(cls, LLMUnavailable)]
     never = [cls for cls in ALL_ERRORS if issubclass(cls, LLMRequestRejected | LLMResponseInvalid)]
 
-    assert retried == [LLMUnavailable, LLMRateLimited]
+    assert retried == [LLMUnavailable, LLMServerDown, LLMRateLimited]
     assert not set(retried) & set(never)
     assert set(retried) | set(never) == set(ALL_ERRORS) - {LLMError}
 

@@ -1,0 +1,47 @@
+"""The AIMD in-flight window."""
+
+from __future__ import annotations
+
+from worker.limits import AdaptiveLimit
+
+
+def test_window_starts_at_capacity_unless_told_otherwise() -> None:
+    assert AdaptiveLimit(8).limit == 8
+    assert AdaptiveLimit(8, window=1.0).limit == 1
+    assert AdaptiveLimit(0).limit == 1  # never zero: work must progress
+
+
+def test_overload_halves_and_never_goes_below_one() -> None:
+    window = AdaptiveLimit(16)
+    window.on_overload()
+    assert window.limit == 8
+    for _ in range(10):
+        window.on_overload()
+    assert window.limit == 1
+
+
+def test_successes_grow_about_one_per_window_up_to_capacity() -> None:
+    window = AdaptiveLimit(16)
+    window.on_overload()  # 8
+    for _ in range(9):
+        window.on_success()
+    assert window.limit == 9  # 9 successes at a window of about 8-9
+    for _ in range(1000):
+        window.on_success()
+    assert window.limit == 16
+
+
+def test_set_capacity_restarts_the_window_there() -> None:
+    window = AdaptiveLimit(64, window=1.0)
+    window.set_capacity(8)
+    assert (window.capacity, window.limit) == (8, 8)
+
+
+def test_cap_at_running_only_shrinks() -> None:
+    window = AdaptiveLimit(64)
+    window.cap_at(20)
+    assert window.limit == 20
+    window.cap_at(40)
+    assert window.limit == 20
+    window.cap_at(0)
+    assert window.limit == 1

@@ -1,0 +1,53 @@
+"""How many requests one worker keeps in flight to one LLM server: an AIMD window.
+
+The window starts at the server's capacity (llama.cpp's slots from `/props`, or
+LLM_MAX_INFLIGHT for a server that batches without a fixed slot count, like vLLM).
+Signs of overload (HTTP 429/503, a timeout, requests waiting in vLLM's queue)
+halve it; each success grows it by about one request per window of successes,
+never past the capacity. This is TCP's congestion rule applied to an LLM server.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["AdaptiveLimit"]
+
+
+@dataclass
+class AdaptiveLimit:
+    """An additive-increase, multiplicative-decrease window between 1 and `capacity`."""
+
+    capacity: int
+    window: float = 0.0
+    decrease_factor: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.capacity = max(1, int(self.capacity))
+        if self.window <= 0:
+            self.window = float(self.capacity)
+        self.window = min(max(self.window, 1.0), float(self.capacity))
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now (at least 1, so work always progresses)."""
+        return max(1, math.floor(self.window))
+
+    def set_capacity(self, capacity: int) -> None:
+        """The server told us its capacity: start the window there."""
+        self.capacity = max(1, int(capacity))
+        self.window = float(self.capacity)
+
+    def on_success(self) -> None:
+        """A request finished normally: grow by 1/window (about +1 per full window)."""
+        if self.window < self.capacity:
+            self.window = min(float(self.capacity), self.window + 1.0 / self.window)
+
+    def on_overload(self) -> None:
+        """The server pushed back (429, 503, timeout, queueing): shrink multiplicatively."""
+        self.window = max(1.0, self.window * self.decrease_factor)
+
+    def cap_at(self, running: int) -> None:
+        """The server queues what it cannot run: no point keeping more than `running`."""
+        self.window = max(1.0, min(self.window, float(running)))
