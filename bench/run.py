@@ -225,6 +225,15 @@ def celery_worker(
         stop(proc, timeout=30)
 
 
+def pool_size(app: Celery, name: str) -> int:
+    """The pool size the worker chose (it sizes itself to the servers by default)."""
+    stats = app.control.inspect(timeout=2).stats() or {}
+    for node, info in stats.items():
+        if node.startswith(f"{name}@"):
+            return int(info["pool"]["max-concurrency"])
+    raise RuntimeError(f"worker {name} did not report its pool")
+
+
 def _meta_key(task_id: str) -> str:
     return f"celery-task-meta-{task_id}"
 
@@ -326,7 +335,10 @@ def measure_queued(
     env = {**env, "REDIS_DB": str(db)}
     try:
         with celery_worker(tmp, env, app, name.split()[0], module, *extra):
-            queued_run(name, concurrency, app, rds, task, payloads[:warmup])
+            threads = pool_size(app, name.split()[0])
+            if concurrency.endswith("auto"):
+                concurrency = f"{concurrency[:-4]}{threads}"
+            queued_run(name, concurrency, app, rds, task, payloads[: max(warmup, threads)])
             seq = sequential_latencies(app, rds, task, probe)
             run = queued_run(name, concurrency, app, rds, task, payloads)
     finally:
@@ -377,9 +389,9 @@ def start_instant(tmp: Path) -> LLMServer:
     return server
 
 
-def start_server(backend: str, tmp: Path) -> LLMServer:
+def start_server(backend: str, engine: str, tmp: Path) -> LLMServer:
     if backend == "llamacpp":
-        return start_launcher(tmp)
+        return start_launcher(tmp, LLAMACPP_ENGINE=engine)
     if backend == "vllm":
         return start_vllm(tmp)
     return start_instant(tmp)
@@ -408,21 +420,28 @@ def table(runs: list[Run]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="kc-worker throughput benchmark")
     parser.add_argument("--backend", choices=["llamacpp", "vllm", "instant"], default="llamacpp")
-    parser.add_argument("--jobs", type=int, default=None, help="32 (LLM) or 500 (instant)")
+    parser.add_argument(
+        "--engine",
+        choices=["server", "python"],
+        default="server",
+        help="llama.cpp engine (LLAMACPP_ENGINE) for --backend llamacpp",
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="64 (LLM) or 500 (instant)")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--sweep", default="1,2,4,8,16", help="direct concurrency levels")
+    parser.add_argument("--sweep", default="1,2,4,8,16,32,64", help="direct concurrency levels")
     parser.add_argument("--probe", type=int, default=None, help="sequential overhead probe jobs")
     parser.add_argument("--out", default="bench-results.json")
     args = parser.parse_args(argv)
     instant = args.backend == "instant"
-    jobs = args.jobs or (500 if instant else 32)
+    jobs = args.jobs or (500 if instant else 64)
     probe_n = min(args.probe or (200 if instant else len(PROMPTS)), jobs)
     levels = [int(x) for x in args.sweep.split(",") if x.strip()]
     payloads = chat_payloads(jobs, args.max_tokens)
     probe = chat_payloads(probe_n, args.max_tokens)
     nproc = os.cpu_count() or 1
-    default_conc = Settings(_env_file=None).worker_concurrency  # type: ignore[call-arg]
-    default_pool = Settings(_env_file=None).worker_pool  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    default_conc = str(defaults.worker_concurrency or "auto")
+    default_pool = defaults.worker_pool
 
     tmp = Path(tempfile.mkdtemp(prefix="kcw-bench-"))
     print(f"backend={args.backend} jobs={jobs} max_tokens={args.max_tokens} logs in {tmp}")
@@ -430,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         rserver = start_redis(tmp, secrets.token_urlsafe(16))
         stack.callback(stop, rserver.proc)
-        llm = start_server(args.backend, tmp)
+        llm = start_server(args.backend, args.engine, tmp)
         stack.callback(llm.stop)
         print(f"server up at {llm.url}; direct sweep", flush=True)
         direct = sweep(llm.url, payloads, levels)
@@ -451,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             payloads,
             probe,
             direct_c1,
-            max(default_conc, 2),
+            2,
         )
         runs = [best, pipeline]
         if instant:
@@ -467,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                 payloads,
                 probe,
                 [],
-                max(default_conc, 2),
+                2,
             )
             runs.append(noop)
         else:

@@ -48,8 +48,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "result_expires": settings.result_expires,
-        "result_extended": True,
-        "task_track_started": True,
+        # No STARTED state and no copy of the job's input in its result: each costs a Redis
+        # write per job (a third of the queue's overhead). Long jobs publish PROGRESS instead.
+        "result_extended": False,
+        "task_track_started": False,
         "task_default_queue": QUEUE,
         "worker_pool": settings.worker_pool,
         # 0 = sized to the LLM servers when the worker starts (see _size_pool below).

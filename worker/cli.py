@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from worker.config import Settings, SettingsError, get_settings
-from worker.health import Check, check_llm_server, check_redis, check_workers
+from worker.health import Check, check_llm_servers, check_redis, check_workers
 
 __all__ = ["main"]
 
@@ -38,7 +38,7 @@ def run_doctor(settings: Settings, out: TextIO) -> int:
     from worker.app import QUEUE
 
     checks = [check_redis(settings)]
-    checks.append(check_llm_server(settings))
+    checks.extend(check_llm_servers(settings))
     if checks[0].ok:
         checks.append(check_workers(settings, QUEUE))
     else:
@@ -51,7 +51,7 @@ def run_wait(settings: Settings, timeout: float, out: TextIO) -> int:
     """Wait until Redis answers and the LLM server is ready (for scripts and `make up`)."""
     deadline = time.monotonic() + timeout
     while True:
-        checks = [check_redis(settings), check_llm_server(settings)]
+        checks = [check_redis(settings), *check_llm_servers(settings)]
         if all(c.ok for c in checks):
             print_checks(checks, out)
             return 0

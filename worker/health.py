@@ -11,7 +11,14 @@ from worker.config import Settings
 from worker.errors import LLMError
 from worker.llm_client import LLMClient
 
-__all__ = ["Check", "check_llm_server", "check_redis", "check_workers", "queue_length"]
+__all__ = [
+    "Check",
+    "check_llm_server",
+    "check_llm_servers",
+    "check_redis",
+    "check_workers",
+    "queue_length",
+]
 
 Status = Literal["ok", "wait", "fail"]
 
@@ -78,11 +85,24 @@ def check_redis(settings: Settings) -> Check:
     return Check("Redis", "ok", f"{where}, {auth} (redis {version})")
 
 
+def check_llm_servers(settings: Settings) -> list[Check]:
+    """One check per server in LLM_SERVER_URL."""
+    urls = settings.llm_server_urls
+    if len(urls) == 1:
+        return [check_llm_server(settings)]
+    checks = []
+    for n, url in enumerate(urls, 1):
+        check = check_llm_server(settings.model_copy(update={"llm_server_url": url}))
+        check.name = f"LLM server {n}"
+        checks.append(check)
+    return checks
+
+
 def check_llm_server(settings: Settings, client: LLMClient | None = None) -> Check:
-    """Is the LLM server up and ready, and what does it serve?"""
+    """Is the (first) LLM server up and ready, and what does it serve?"""
     own = client is None
     client = client or LLMClient(settings.model_copy(update={"llm_retry_attempts": 1}))
-    url = settings.llm_server_url
+    url = settings.llm_server_urls[0]
     try:
         health = client.health()
         if health.state == "unreachable":
@@ -117,6 +137,8 @@ def check_llm_server(settings: Settings, client: LLMClient | None = None) -> Che
         if own:
             client.close()
     context = f"{info.context_length} tokens" if info.context_length else "unknown"
+    engine = f" ({info.engine})" if info.engine else ""
+    slots = f", {info.capacity} slots" if info.capacity else ""
     busy = ""
     if load:
         busy = (
@@ -126,7 +148,8 @@ def check_llm_server(settings: Settings, client: LLMClient | None = None) -> Che
     return Check(
         "LLM server",
         "ok",
-        f"{url}: ready; backend {info.backend}, model {info.model}, context {context}{busy}",
+        f"{url}: ready; backend {info.backend}{engine}, model {info.model}, "
+        f"context {context}{slots}{busy}",
         facts={"backend": info.backend, "model": info.model, "context": info.context_length},
     )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from worker.config import Settings
-from worker.health import check_llm_server, check_redis
+from worker.health import check_llm_servers, check_redis
 
 __all__ = ["stack_down", "stack_up"]
 
@@ -235,7 +235,7 @@ def start_worker(out: TextIO) -> None:
 def wait_ready(settings: Settings, timeout: float, out: TextIO) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        checks = [check_redis(settings), check_llm_server(settings)]
+        checks = [check_redis(settings), *check_llm_servers(settings)]
         if all(c.ok for c in checks):
             for check in checks:
                 out.write(f"ready: {check.name}: {check.detail}\n")

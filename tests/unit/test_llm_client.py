@@ -21,7 +21,7 @@ from worker.errors import (
     LLMUnavailable,
     ModelNotFound,
 )
-from worker.llm_client import Usage, error_from_response, translate_error
+from worker.llm_client import Usage, error_from_response, parse_completion, translate_error
 
 if TYPE_CHECKING:
     from tests.unit.conftest import ClientFactory, FakeServer, ServerFactory
@@ -845,3 +845,28 @@ def test_vllm_metrics_are_read_from_prometheus_text() -> None:
     )
     assert parse_vllm_metrics(text) == {"running": 8.0, "waiting": 2.0, "kv_cache_usage": 0.25}
     assert parse_vllm_metrics("") == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "not an object"),
+        ({"choices": []}, "no choices"),
+        ({"choices": ["x"]}, "no choices"),
+        ({"choices": [{"finish_reason": "stop"}]}, "no message"),
+        ({"choices": [{"message": {"content": 3}}]}, "content is a int"),
+    ],
+)
+def test_odd_completion_bodies_are_clear_errors(body: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_completion(body, "m")
+
+
+def test_completion_without_usage_or_model_keeps_what_it_knows() -> None:
+    done = parse_completion({"choices": [{"message": {"content": None}}]}, "m")
+    assert (done.text, done.finish_reason, done.model, done.usage.total_tokens) == (
+        "",
+        "stop",
+        "m",
+        0,
+    )
