@@ -7,8 +7,13 @@ MODEL  := models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .DEFAULT_GOAL := help
 VLLM_ENV := scripts/vllm-env
+LLAMA_SERVER_ENV := scripts/llama-server-env
+# up, demo and bench build llama-server unless the environment or .env picks
+# LLAMACPP_ENGINE=python (llama-cpp-python's server); the test tiers run both engines.
+LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
+ENGINE := $(if $(filter python,$(strip $(LLAMACPP_ENGINE))),,llama-server)
 
-.PHONY: help bench venv env model models-hf vllm-env up down worker demo doctor logs test test-unit test-integration test-docker docker-env images lint format clean
+.PHONY: help bench venv env model models-hf vllm-env llama-server up down worker demo doctor logs test test-unit test-integration test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -42,7 +47,10 @@ models-hf: model vllm-env ## convert the default model to safetensors in models/
 	@if $(VLLM_ENV) path >/dev/null 2>&1; then "$$($(VLLM_ENV) path)" scripts/convert_model_hf.py; \
 	else echo "models-hf: skipped, the vLLM venv is not available here"; fi
 
-up: venv .env model ## start Redis and the LLM server (compose if Docker answers, else local processes)
+llama-server: ## build llama.cpp's llama-server from the pinned sdist (cached outside the repo)
+	@$(LLAMA_SERVER_ENV) install
+
+up: venv .env model $(ENGINE) ## start Redis and the LLM server (compose if Docker answers, else local processes)
 	$(KCW) up
 
 down: ## stop what `make up` started
@@ -51,7 +59,7 @@ down: ## stop what `make up` started
 worker: venv .env ## run a worker in the foreground
 	$(BIN)/celery -A worker worker --loglevel=info
 
-demo: venv .env model ## the whole path on the default model: stack, a worker, one job of each kind
+demo: venv .env model $(ENGINE) ## the whole path on the default model: stack, a worker, one job of each kind
 	$(KCW) up --worker
 	$(KCW) demo
 	@echo "The stack is still running: try \`$(KCW) submit chat 'Hello' --wait\`; \`make down\` stops it."
@@ -74,22 +82,22 @@ format: venv ## format the code
 test-unit: venv ## unit tests only (no network)
 	$(BIN)/pytest tests/unit -q
 
-test-integration: venv model models-hf ## real redis-server, llama.cpp and vLLM servers, real workers
+test-integration: venv model models-hf llama-server ## real redis-server, llama.cpp and vLLM servers, real workers
 	$(BIN)/pytest tests/integration -v
 
-test: venv model models-hf lint ## lint, unit and integration tiers (llama.cpp and vLLM)
+test: venv model models-hf llama-server lint ## lint, unit and integration tiers (llama.cpp and vLLM)
 	$(BIN)/pytest tests/unit tests/integration -v -ra
 
 docker-env: venv ## install and start a Docker engine, compose and hadolint; build stand-in bases
 	scripts/docker-env all
 
-test-docker: venv model models-hf docker-env ## the Docker tier: compose config, hadolint, real images and a running stack
+test-docker: venv model models-hf llama-server docker-env ## the Docker tier: compose config, hadolint, real images and a running stack
 	$(BIN)/pytest tests/docker -v -ra
 
 images: venv ## build both server images (latest + version tags); PUSH=1 pushes to IMAGE_REGISTRY
 	$(BIN)/python scripts/build_images.py $(if $(PUSH),--push) $(IMAGES)
 
-bench: venv model models-hf ## throughput: direct vs our pipeline vs naive Celery (BACKEND=llamacpp|vllm|instant)
+bench: venv model models-hf $(ENGINE) ## throughput: direct vs our pipeline vs naive Celery (BACKEND=llamacpp|vllm|instant)
 	$(BIN)/python -m bench.run --backend $(or $(BACKEND),llamacpp) --out bench-results.json
 
 clean: down ## remove runtime state (keeps .venv, .env and models)
