@@ -1,17 +1,36 @@
-"""Run llama-cpp-python's OpenAI server with a readiness route, as llama.cpp's llama-server has.
+"""Start the llama.cpp server kc-worker talks to: llama.cpp's `llama-server` or llama-cpp-python's.
 
-llama-cpp-python keeps its port closed until the model is loaded and has no
-`/health`. This launcher opens the port at once and answers:
+LLAMACPP_ENGINE picks it:
 
-    GET /health   503 {"status": "loading"}  while the model loads
-                  200 {"status": "ok"}       once it can serve
-                  503 {"status": "error"}    if loading failed
-    GET /props    the served context length, in llama-server's shape
+- `server` (the default): llama.cpp's own `llama-server`, which batches requests across
+  N_PARALLEL slots. The launcher maps the settings below to its flags and `exec`s it, so the
+  server is the process that gets the signals. The binary is LLAMA_SERVER_BIN, else
+  `llama-server` on PATH, else the one `make llama-server` builds (scripts/llama-server-env)
+  under ~/.cache/kc-worker/ (KCW_LLAMA_SERVER_DIR). Each slot holds N_CTX tokens: the KV cache
+  is N_CTX * N_PARALLEL tokens split into one stream per slot, and `/props` reports N_CTX as
+  `default_generation_settings.n_ctx` (N_CTX=0: every slot may use the model's training
+  context, from one shared pool of that size). llama-server opens its port at once; while
+  loading, `/health` and every other route answer 503 {"error": {"message": "Loading model",
+  ...}}, and if the model cannot be loaded the process exits (status 1). Any other
+  `LLAMA_ARG_*` variable (e.g. LLAMA_ARG_POOLING=mean for embeddings from a chat model)
+  reaches llama-server too; the flags set here win over them.
+- `python`: llama-cpp-python's OpenAI server, which serves one request at a time. It has no
+  `/health`, so this launcher opens the port at once and answers:
 
-Every other route (`/v1/models`, `/v1/chat/completions`, ...) is llama-cpp-python's
-own, and answers 503 until the model is ready. Settings come from the environment:
-MODEL_PATH, DEFAULT_MODEL_PATH, MODEL_ALIAS, N_CTX, N_GPU_LAYERS, N_THREADS,
-EMBEDDING, CHAT_FORMAT, HOST, PORT, LLM_API_KEY.
+      GET /health   503 {"status": "loading"}  while the model loads
+                    200 {"status": "ok"}       once it can serve
+                    503 {"status": "error"}    if loading failed
+      GET /props    the served context length, in llama-server's shape (total_slots 1)
+
+  Every other route (`/v1/models`, `/v1/chat/completions`, ...) is llama-cpp-python's own,
+  and answers 503 until the model is ready. CONFIG_FILE (JSON or YAML, llama-cpp-python's
+  multi-model `ConfigFileSettings`) replaces the MODEL_* settings; HOST, PORT and LLM_API_KEY
+  still apply.
+
+Both answer `GET /health` with 503 while the model loads and 200 {"status": "ok"} once it can
+serve. Settings come from the environment: LLAMACPP_ENGINE, MODEL_PATH, DEFAULT_MODEL_PATH,
+MODEL_ALIAS, N_CTX, N_PARALLEL (server), N_GPU_LAYERS (-1: all layers), N_THREADS, EMBEDDING,
+CHAT_FORMAT (python), CONFIG_FILE (python), HOST, PORT, LLM_API_KEY, LLAMA_SERVER_BIN (server).
 
 It runs the same way on the host (`make up`) and in Dockerfile.llamacpp.
 """
@@ -21,13 +40,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger("kcw.launcher")
 
@@ -37,12 +58,18 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+# The llama-cpp-python release whose vendored llama.cpp `make llama-server` builds; keep it equal
+# to LLAMA_CPP_PYTHON_VERSION in scripts/llama-server-env and Dockerfile.llamacpp.
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+ENGINES = ("server", "python")
+
+
 class LauncherConfigError(ValueError):
     """An environment variable has a value the launcher cannot use."""
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
     if not raw:
         return default
     try:
@@ -51,8 +78,8 @@ def _env_int(name: str, default: int) -> int:
         raise LauncherConfigError(f"{name}={raw!r} is not an integer") from None
 
 
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
+def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
     if not raw:
         return default
     if raw in {"1", "true", "yes", "on"}:
@@ -62,10 +89,23 @@ def _env_bool(name: str, default: bool) -> bool:
     raise LauncherConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
+def _env_engine(environ: Mapping[str, str]) -> str:
+    raw = environ.get("LLAMACPP_ENGINE", "").strip().lower()
+    if not raw:
+        return "server"
+    if raw not in ENGINES:
+        raise LauncherConfigError(
+            f"LLAMACPP_ENGINE={raw!r} is not an engine: use server (llama.cpp's llama-server) "
+            "or python (llama-cpp-python's server)"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class LauncherConfig:
     """The launcher's settings, read from the environment."""
 
+    engine: str
     model_path: Path
     default_model_path: Path | None
     model_alias: str | None
@@ -77,23 +117,43 @@ class LauncherConfig:
     host: str
     port: int
     api_key: str | None
+    n_parallel: int = 8
+    config_file: Path | None = None
 
     @classmethod
-    def from_env(cls) -> LauncherConfig:
-        default = os.environ.get("DEFAULT_MODEL_PATH", "").strip()
-        threads = _env_int("N_THREADS", 0)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LauncherConfig:
+        """The settings from `environ` (default: this process's environment)."""
+        env = os.environ if environ is None else environ
+        engine = _env_engine(env)
+        default = env.get("DEFAULT_MODEL_PATH", "").strip()
+        threads = _env_int(env, "N_THREADS", 0)
+        n_parallel = _env_int(env, "N_PARALLEL", 8)
+        if n_parallel < 1:
+            raise LauncherConfigError(f"N_PARALLEL={n_parallel} must be 1 or more (server slots)")
+        n_ctx = _env_int(env, "N_CTX", 4096)
+        if n_ctx < 0 and engine == "server":
+            raise LauncherConfigError(f"N_CTX={n_ctx} must be 0 (the model's own) or more tokens")
+        config_file = env.get("CONFIG_FILE", "").strip()
+        if config_file and engine != "python":
+            raise LauncherConfigError(
+                f"CONFIG_FILE={config_file} is llama-cpp-python's multi-model file: set "
+                "LLAMACPP_ENGINE=python to use it, or unset CONFIG_FILE"
+            )
         return cls(
-            model_path=Path(os.environ.get("MODEL_PATH", "/models/model.gguf")),
+            engine=engine,
+            model_path=Path(env.get("MODEL_PATH", "/models/model.gguf")),
             default_model_path=Path(default) if default else None,
-            model_alias=os.environ.get("MODEL_ALIAS", "").strip() or None,
-            n_ctx=_env_int("N_CTX", 4096),
-            n_gpu_layers=_env_int("N_GPU_LAYERS", 0),
+            model_alias=env.get("MODEL_ALIAS", "").strip() or None,
+            n_ctx=n_ctx,
+            n_gpu_layers=_env_int(env, "N_GPU_LAYERS", 0),
             n_threads=threads or None,
-            embedding=_env_bool("EMBEDDING", False),
-            chat_format=os.environ.get("CHAT_FORMAT", "").strip() or None,
-            host=os.environ.get("HOST", "0.0.0.0"),
-            port=_env_int("PORT", 8000),
-            api_key=os.environ.get("LLM_API_KEY", "").strip() or None,
+            embedding=_env_bool(env, "EMBEDDING", False),
+            chat_format=env.get("CHAT_FORMAT", "").strip() or None,
+            host=env.get("HOST", "0.0.0.0"),
+            port=_env_int(env, "PORT", 8000),
+            api_key=env.get("LLM_API_KEY", "").strip() or None,
+            n_parallel=n_parallel,
+            config_file=Path(config_file) if config_file else None,
         )
 
     def resolve_model(self) -> Path:
@@ -114,6 +174,138 @@ class LauncherConfig:
         )
 
 
+def llama_server_dir(environ: Mapping[str, str]) -> Path:
+    """Where scripts/llama-server-env builds llama-server (KCW_LLAMA_SERVER_DIR overrides)."""
+    override = environ.get("KCW_LLAMA_SERVER_DIR", "").strip()
+    if override:
+        return Path(override)
+    cache = environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(cache) / "kc-worker" / f"llama-server-{LLAMA_CPP_PYTHON_VERSION}"
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def find_llama_server(environ: Mapping[str, str]) -> Path:
+    """LLAMA_SERVER_BIN, else `llama-server` on PATH, else the `make llama-server` build."""
+    explicit = environ.get("LLAMA_SERVER_BIN", "").strip()
+    if explicit:
+        if _executable(Path(explicit)):
+            return Path(explicit)
+        raise LauncherConfigError(
+            f"LLAMA_SERVER_BIN={explicit} is not an executable file: point it at a llama-server "
+            "binary, or unset it and run `make llama-server`"
+        )
+    on_path = shutil.which("llama-server", path=environ.get("PATH", os.defpath))
+    if on_path:
+        return Path(on_path)
+    built = llama_server_dir(environ) / "bin" / "llama-server"
+    if _executable(built):
+        return built
+    raise LauncherConfigError(
+        f"llama-server not found (LLAMACPP_ENGINE=server): run `make llama-server` to build it "
+        f"into {built.parent}, set LLAMA_SERVER_BIN to a llama-server binary, or set "
+        "LLAMACPP_ENGINE=python for llama-cpp-python's server"
+    )
+
+
+def llama_server_argv(config: LauncherConfig, binary: Path, model: Path) -> list[str]:
+    """llama-server's command line for these settings."""
+    argv = [
+        str(binary),
+        "--model",
+        str(model),
+        # The worker sends the id from /v1/models; the same stem as the python engine's.
+        "--alias",
+        config.model_alias or model.stem,
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+        # --ctx-size is the whole KV cache. Without --kv-unified it is split into one stream
+        # per slot, so every slot holds N_CTX tokens and /props reports N_CTX as its n_ctx.
+        # With 0 (the model's own size) one unified pool lets each slot use all of it.
+        "--ctx-size",
+        str(config.n_ctx * config.n_parallel),
+        "--parallel",
+        str(config.n_parallel),
+        "--kv-unified" if config.n_ctx == 0 else "--no-kv-unified",
+        "--cont-batching",
+        "--jinja",
+        # llama-server offloads every layer it can by default; N_GPU_LAYERS=0 means the CPU.
+        "--n-gpu-layers",
+        "all" if config.n_gpu_layers < 0 else str(config.n_gpu_layers),
+        "--metrics",
+        "--no-webui",
+    ]
+    if config.n_threads:
+        argv += ["--threads", str(config.n_threads)]
+    if config.embedding:
+        argv.append("--embeddings")
+    return argv
+
+
+def llama_server_env(config: LauncherConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for llama-server: the API key goes here, where `ps` does not show it."""
+    env = dict(environ)
+    env.pop("LLAMA_API_KEY", None)
+    if config.api_key:
+        env["LLAMA_API_KEY"] = config.api_key
+    return env
+
+
+def exec_llama_server(config: LauncherConfig) -> NoReturn:
+    """Replace this process with llama-server (it then gets the signals directly)."""
+    binary = find_llama_server(os.environ)
+    model = config.resolve_model()
+    if config.chat_format:
+        log.warning(
+            "CHAT_FORMAT=%s applies to LLAMACPP_ENGINE=python only; llama-server uses the "
+            "model's own chat template",
+            config.chat_format,
+        )
+    argv = llama_server_argv(config, binary, model)
+    log.info(
+        "starting llama-server: %d slots of %d tokens; %s",
+        config.n_parallel,
+        config.n_ctx,
+        shlex.join(argv),
+    )
+    os.execve(binary, argv, llama_server_env(config, os.environ))
+
+
+def read_config_file(config: LauncherConfig) -> tuple[Any, list[Any]]:
+    """llama-cpp-python's server and model settings from CONFIG_FILE (JSON or YAML)."""
+    from llama_cpp.server.settings import ConfigFileSettings, ServerSettings
+
+    path = config.config_file
+    assert path is not None
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: CONFIG_FILE={path}")
+    text = path.read_text()
+    if path.suffix in {".yaml", ".yml"}:
+        import yaml  # type: ignore[import-untyped, unused-ignore]
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    settings = ConfigFileSettings.model_validate(data)
+    if not settings.models:
+        raise LauncherConfigError(f"CONFIG_FILE={path} lists no models")
+    server = ServerSettings.model_validate(
+        {
+            **settings.model_dump(exclude={"models"}),
+            # The launcher owns the socket; a queue must not let one request cut off another.
+            "host": config.host,
+            "port": config.port,
+            "interrupt_requests": False,
+            **({"api_key": config.api_key} if config.api_key else {}),
+        }
+    )
+    return server, list(settings.models)
+
+
 class Launcher:
     """An ASGI app: answers /health and /props itself, and hands the rest to llama-cpp-python."""
 
@@ -123,6 +315,7 @@ class Launcher:
         self.error = ""
         self.n_ctx = 0
         self.model_file = ""
+        self.model_alias = ""
         self.inner: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
 
     def load(self) -> None:
@@ -150,8 +343,12 @@ class Launcher:
         from llama_cpp.server.settings import ModelSettings, ServerSettings
 
         cfg = self.config
+        if cfg.config_file is not None:
+            server_settings, models = read_config_file(cfg)
+            self._serve(server_app, server_settings, models)
+            return
         model = cfg.resolve_model()
-        self.model_file = str(model)
+        threads: dict[str, Any] = {"n_threads": cfg.n_threads} if cfg.n_threads else {}
         model_settings = ModelSettings(
             model=str(model),
             model_alias=cfg.model_alias or model.stem,
@@ -160,7 +357,7 @@ class Launcher:
             embedding=cfg.embedding,
             chat_format=cfg.chat_format,
             verbose=False,
-            **({"n_threads": cfg.n_threads} if cfg.n_threads else {}),
+            **threads,
         )
         server_settings = ServerSettings(
             host=cfg.host,
@@ -169,12 +366,16 @@ class Launcher:
             # The default lets a new request cut off a running one; a queue must not.
             interrupt_requests=False,
         )
-        inner = server_app.create_app(
-            server_settings=server_settings, model_settings=[model_settings]
-        )
+        self._serve(server_app, server_settings, [model_settings])
+
+    def _serve(self, server_app: Any, server_settings: Any, models: list[Any]) -> None:
+        # The first model is llama-cpp-python's default: /props describes it.
+        self.model_file = str(models[0].model)
+        self.model_alias = models[0].model_alias or Path(self.model_file).stem
+        inner = server_app.create_app(server_settings=server_settings, model_settings=models)
         proxy = server_app._llama_proxy
         llama = proxy(None) if proxy is not None else None
-        self.n_ctx = int(llama.n_ctx()) if llama is not None else cfg.n_ctx
+        self.n_ctx = int(llama.n_ctx()) if llama is not None else self.config.n_ctx
         self.inner = inner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -213,7 +414,7 @@ class Launcher:
             "default_generation_settings": {"n_ctx": self.n_ctx},
             "total_slots": 1,
             "model_path": self.model_file,
-            "model_alias": self.config.model_alias or Path(self.model_file).stem,
+            "model_alias": self.model_alias,
             "embedding": self.config.embedding,
         }
 
@@ -246,9 +447,14 @@ def main() -> int:
     )
     try:
         config = LauncherConfig.from_env()
+        if config.engine == "server":
+            exec_llama_server(config)
     except LauncherConfigError as exc:
         log.error("%s", exc)
         return 2
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return 1
     import uvicorn
 
     launcher = Launcher(config)
