@@ -51,6 +51,7 @@ METRICS_INTERVAL_S = 5.0
 # Words servers use when a prompt (or max_tokens) does not fit: llama.cpp, vLLM, OpenAI.
 _CONTEXT_MARKERS = (
     "context length",
+    "context size",
     "context window",
     "context_length",
     "maximum context",
