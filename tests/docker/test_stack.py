@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -47,6 +48,16 @@ def test_health_is_ok_and_models_lists_the_model(stack: Stack) -> None:
     assert health.json() == {"status": "ok"}
     models = httpx.get(f"{stack.llm_url}/v1/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["SmolLM2-135M-Instruct.Q4_1"]
+
+
+def test_the_default_engine_is_llama_server_with_slots_and_metrics(stack: Stack) -> None:
+    props = httpx.get(f"{stack.llm_url}/props", timeout=10).json()
+    assert props["total_slots"] == 8
+    assert props["default_generation_settings"]["n_ctx"] == 4096  # per slot
+    metrics = httpx.get(f"{stack.llm_url}/metrics", timeout=10)
+    assert "llamacpp:requests_processing" in metrics.text
+    logs = stack.compose("logs", "llm-server").stdout
+    assert "starting llama-server: 8 slots of 4096 tokens" in logs
 
 
 def test_services_report_healthy(stack: Stack) -> None:
@@ -109,38 +120,46 @@ def test_docker_restarts_a_killed_server(stack: Stack) -> None:
     wait_until(healthy, 90, "health after restart")
 
 
-def test_missing_model_path_serves_the_bundled_default(llamacpp_image: str) -> None:
+@contextmanager
+def server_container(image: str, *env: str) -> Iterator[tuple[str, str]]:
+    """`docker run` the image alone with these -e settings; yields its name and URL when ready."""
     port = free_port()
-    name = f"kcwtest-default-{secrets.token_hex(3)}"
+    name = f"kcwtest-server-{secrets.token_hex(3)}"
+    flags = [arg for setting in env for arg in ("-e", setting)]
     subprocess.run(
-        [
-            "docker",
-            "run",
-            "-d",
-            "--name",
-            name,
-            "-e",
-            "MODEL_PATH=/models/absent.gguf",
-            "-p",
-            f"127.0.0.1:{port}:8000",
-            llamacpp_image,
-        ],
+        ["docker", "run", "-d", "--name", name, *flags, "-p", f"127.0.0.1:{port}:8000", image],
         check=True,
         capture_output=True,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
 
         def ready() -> bool:
             try:
-                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+                return httpx.get(f"{url}/health", timeout=5).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready, 90, "default model")
-        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
-        assert "serving the default model" in logs
+        wait_until(ready, 90, f"{name} ready")
+        yield name, url
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_missing_model_path_serves_the_bundled_default(llamacpp_image: str) -> None:
+    with server_container(llamacpp_image, "MODEL_PATH=/models/absent.gguf") as (name, _):
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
+        assert "serving the default model" in logs
+
+
+def test_llama_cpp_pythons_server_is_one_setting_away(llamacpp_image: str) -> None:
+    setting = "LLAMACPP_ENGINE=python"
+    with server_container(llamacpp_image, setting, "N_CTX=2048") as (_, url):
+        assert httpx.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
+        props = httpx.get(f"{url}/props", timeout=10).json()
+        assert (props["total_slots"], props["default_generation_settings"]["n_ctx"]) == (1, 2048)
+        models = httpx.get(f"{url}/v1/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["SmolLM2-135M-Instruct.Q4_1"]
 
 
 def test_results_survive_compose_down_and_up(stack: Stack) -> None:
