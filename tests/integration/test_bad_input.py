@@ -131,7 +131,7 @@ BAD_INPUTS = [
         "extract",
         {"text": "word " * 6000, "schema": {"type": "object"}},
         "ContextLengthExceeded",
-        "maximum context length is 4096",
+        "raise N_CTX",
         id="extract-text-over-context",
     ),
 ]
@@ -139,7 +139,7 @@ BAD_INPUTS = [
 
 @pytest.fixture()
 def submit(backend_submit: Submit) -> Submit:
-    """Bad input goes to both real servers' workers: llama.cpp and vLLM."""
+    """Bad input goes to every real server's worker: both llama.cpp engines and vLLM."""
     return backend_submit
 
 
