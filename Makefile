@@ -97,8 +97,8 @@ test-docker: venv model models-hf llama-server docker-env ## the Docker tier: co
 images: venv ## build both server images (latest + version tags); PUSH=1 pushes to IMAGE_REGISTRY
 	$(BIN)/python scripts/build_images.py $(if $(PUSH),--push) $(IMAGES)
 
-bench: venv model models-hf $(ENGINE) ## throughput: direct vs our pipeline vs naive Celery (BACKEND=llamacpp|vllm|instant)
-	$(BIN)/python -m bench.run --backend $(or $(BACKEND),llamacpp) --out bench-results.json
+bench: venv model models-hf llama-server ## throughput: direct vs our pipeline vs naive Celery (BACKEND=llamacpp|vllm|instant, LLAMACPP_ENGINE=server|python)
+	$(BIN)/python -m bench.run --backend $(or $(BACKEND),llamacpp) --engine $(or $(strip $(LLAMACPP_ENGINE)),server) --out bench-results.json
 
 clean: down ## remove runtime state (keeps .venv, .env and models)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

