@@ -212,12 +212,21 @@ def start_llm_server(settings: Settings, out: TextIO) -> None:
         HOST="127.0.0.1",
         PORT=str(settings.llm_port),
         N_CTX=str(settings.n_ctx),
+        N_PARALLEL=str(settings.n_parallel),
         N_GPU_LAYERS=str(settings.n_gpu_layers),
         EMBEDDING="true" if settings.embedding else "false",
+        LLAMACPP_ENGINE=settings.llamacpp_engine,
         LLM_API_KEY=settings.llm_api_key.get_secret_value(),
     )
     pid = _spawn("llm-server", [sys.executable, str(LAUNCHER)], env)
-    out.write(f"started the llama.cpp server on 127.0.0.1:{settings.llm_port} (pid {pid})\n")
+    engine = (
+        f"llama-server, {settings.n_parallel} slots"
+        if settings.llamacpp_engine == "server"
+        else "llama-cpp-python"
+    )
+    out.write(
+        f"started the llama.cpp server ({engine}) on 127.0.0.1:{settings.llm_port} (pid {pid})\n"
+    )
 
 
 def start_worker(out: TextIO) -> None:
