@@ -19,7 +19,13 @@ from typing import Any, Literal, TypeVar
 import httpx
 import openai
 
-from worker.backends import PROFILES, BackendName, BackendProfile, detect_backend
+from worker.backends import (
+    LLAMA_SERVER,
+    PROFILES,
+    BackendName,
+    BackendProfile,
+    detect_backend,
+)
 from worker.config import Settings
 from worker.errors import (
     AuthenticationFailed,
@@ -535,7 +541,12 @@ class LLMClient:
         def call(batch: list[str]) -> Callable[[Endpoint], tuple[list[list[float]], Usage, str]]:
             def on(endpoint: Endpoint) -> tuple[list[list[float]], Usage, str]:
                 info = self.ensure_info(endpoint)
-                response = endpoint.sdk.embeddings.create(model=info.model, input=batch)
+                try:
+                    response = endpoint.sdk.embeddings.create(model=info.model, input=batch)
+                except openai.BadRequestError as exc:
+                    if info.engine == LLAMA_SERVER and "pooling type 'none'" in str(exc).lower():
+                        return self._token_embeddings(endpoint, batch, info.model)
+                    raise
                 vectors = [_pooled(item.embedding) for item in sorted(response.data, key=_index)]
                 usage = Usage(prompt_tokens=response.usage.prompt_tokens if response.usage else 0)
                 return vectors, usage, response.model or info.model
@@ -553,6 +564,21 @@ class LLMClient:
             vectors.extend(one)
             usage.add(used)
         return vectors, usage, model
+
+    def _token_embeddings(
+        self, endpoint: Endpoint, batch: list[str], model: str
+    ) -> tuple[list[list[float]], Usage, str]:
+        """llama-server with a chat model (no pooling): per-token vectors, mean-pooled here."""
+        response = endpoint.http.post("/embeddings", json={"input": batch})
+        if response.is_error:
+            raise error_from_response(response, endpoint.url)
+        items = response.json()
+        if not isinstance(items, list):
+            raise ValueError(f"/embeddings returned {type(items).__name__}, expected a list")
+        items = sorted(items, key=lambda item: int(item["index"]))
+        vectors = [_pooled(item["embedding"]) for item in items]
+        tokens = sum(len(item["embedding"]) for item in items)
+        return vectors, Usage(prompt_tokens=tokens), model
 
 
 def parse_completion(data: Any, model: str) -> Completion:

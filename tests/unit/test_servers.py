@@ -188,3 +188,32 @@ def test_bad_server_lists_name_the_setting(raw: str, message: str) -> None:
     with pytest.raises(SettingsError, match="LLM_SERVER_URL") as caught:
         load_settings(_env_file=None, llm_server_url=raw)
     assert message in str(caught.value)
+
+
+def test_llama_server_chat_model_embeddings_are_mean_pooled_token_vectors(
+    make_settings: SettingsFactory, sleeps: list[float]
+) -> None:
+    server = llama(8)
+    server.reply(
+        "POST",
+        "/v1/embeddings",
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "Pooling type 'none' is not OAI compatible. Please use a different "
+                "pooling type",
+                "type": "invalid_request_error",
+            }
+        },
+    )
+    server.reply("POST", "/embeddings", 200, [{"index": 0, "embedding": [[1.0, 2.0], [3.0, 4.0]]}])
+    llm = LLMClient(make_settings(), transport=server.transport, sleep=sleeps.append)
+
+    vectors, usage, model = llm.embed(["hello"])
+
+    assert vectors == [[2.0, 3.0]]
+    assert usage.prompt_tokens == 2
+    assert model == MODEL
+    assert server.bodies("POST", "/embeddings") == [{"input": ["hello"]}]
+    llm.close()
