@@ -8,10 +8,9 @@ MODEL  := models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 .DEFAULT_GOAL := help
 VLLM_ENV := scripts/vllm-env
 LLAMA_SERVER_ENV := scripts/llama-server-env
-# up, demo and bench build llama-server unless the environment or .env picks
-# LLAMACPP_ENGINE=python (llama-cpp-python's server); the test tiers run both engines.
+# `kcw up` builds llama-server itself when it runs the stack as local processes with
+# LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
-ENGINE := $(if $(filter python,$(strip $(LLAMACPP_ENGINE))),,llama-server)
 
 .PHONY: help bench venv env model models-hf vllm-env llama-server up down worker demo doctor logs test test-unit test-integration test-docker docker-env images lint format clean
 
@@ -50,7 +49,7 @@ models-hf: model vllm-env ## convert the default model to safetensors in models/
 llama-server: ## build llama.cpp's llama-server from the pinned sdist (cached outside the repo)
 	@$(LLAMA_SERVER_ENV) install
 
-up: venv .env model $(ENGINE) ## start Redis and the LLM server (compose if Docker answers, else local processes)
+up: venv .env model ## start Redis and the LLM server (compose if Docker answers, else local processes)
 	$(KCW) up
 
 down: ## stop what `make up` started
@@ -59,7 +58,7 @@ down: ## stop what `make up` started
 worker: venv .env ## run a worker in the foreground
 	$(BIN)/celery -A worker worker --loglevel=info
 
-demo: venv .env model $(ENGINE) ## the whole path on the default model: stack, a worker, one job of each kind
+demo: venv .env model ## the whole path on the default model: stack, a worker, one job of each kind
 	$(KCW) up --worker
 	$(KCW) demo
 	@echo "The stack is still running: try \`$(KCW) submit chat 'Hello' --wait\`; \`make down\` stops it."

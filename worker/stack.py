@@ -200,6 +200,25 @@ def start_redis(settings: Settings, out: TextIO) -> None:
     out.write(f"started redis-server on 127.0.0.1:{settings.redis_port} (pid {pid})\n")
 
 
+def ensure_llama_server(env: dict[str, str], out: TextIO) -> None:
+    """Build llama-server once (cached outside the repository) unless one is already given."""
+    if env.get("LLAMA_SERVER_BIN") or shutil.which("llama-server"):
+        return
+    script = Path("scripts/llama-server-env")
+    if subprocess.run([str(script), "path"], capture_output=True, check=False).returncode == 0:
+        return
+    out.write(
+        "building llama.cpp's llama-server from the pinned source, once (about 8 minutes on "
+        "2 cores; LLAMACPP_ENGINE=python skips it)\n"
+    )
+    out.flush()
+    if subprocess.run([str(script), "install"], check=False).returncode != 0:
+        raise StackError(
+            "building llama-server failed (see above): install cmake and g++, or set "
+            "LLAMACPP_ENGINE=python in .env"
+        )
+
+
 def start_llm_server(settings: Settings, out: TextIO) -> None:
     pid = _pid_alive(RUN_DIR / "llm-server.pid")
     if pid:
@@ -207,6 +226,8 @@ def start_llm_server(settings: Settings, out: TextIO) -> None:
         return
     model = settings.model_path
     env = dict(os.environ)
+    if settings.llamacpp_engine == "server":
+        ensure_llama_server(env, out)
     env.update(
         MODEL_PATH=str(model.resolve()),
         HOST="127.0.0.1",
