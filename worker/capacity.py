@@ -1,7 +1,8 @@
 """How many jobs one worker runs at once: enough to fill every server's in-flight window.
 
 A worker on the threads pool holds one request in flight per busy thread, so the pool
-is sized to the sum of what its servers can batch: llama.cpp's slots (`/props`), or
+is sized to the sum of what its servers can batch: llama.cpp's slots (`/props`) plus a
+short queue, or
 LLM_MAX_INFLIGHT for vLLM, whose window then adapts at run time. A server that does
 not answer at start-up counts as LLM_MAX_INFLIGHT; the window still holds the real
 number of requests in flight to what the server can take once it is up.
@@ -51,7 +52,11 @@ def plan_concurrency(settings: Settings, client: LLMClient | None = None) -> Con
                 servers.append((endpoint.url, cap, f"not ready ({reason}); LLM_MAX_INFLIGHT"))
                 continue
             if info.capacity:
-                servers.append((endpoint.url, min(info.capacity, cap), f"{info.capacity} slots"))
+                window = client.window_of(info)
+                why = f"{info.capacity} slot{'s' if info.capacity != 1 else ''}"
+                if window > info.capacity:
+                    why += f" + {window - info.capacity} queued"
+                servers.append((endpoint.url, window, why))
             else:
                 servers.append((endpoint.url, cap, f"{info.backend} batches; LLM_MAX_INFLIGHT"))
     finally:

@@ -12,7 +12,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["AdaptiveLimit"]
+__all__ = ["AdaptiveLimit", "window_for_slots"]
+
+
+def window_for_slots(slots: int) -> int:
+    """Requests to keep in flight for a server with `slots`: the slots plus a short queue.
+
+    A quarter more than the slots (from 4 slots up) means a slot that frees up starts the
+    next request at once, instead of waiting for the worker's round trip through Redis.
+    One slot gets no queue: a queued request would wait a whole request's time, which
+    counts against LLM_TIMEOUT.
+    """
+    return slots + slots // 4 if slots >= 4 else max(1, slots)
 
 
 @dataclass

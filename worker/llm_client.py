@@ -37,7 +37,7 @@ from worker.errors import (
     LLMUnavailable,
     ModelNotFound,
 )
-from worker.limits import AdaptiveLimit
+from worker.limits import AdaptiveLimit, window_for_slots
 from worker.retrying import call_retrying
 from worker.routing import Endpoint, Outcome, ServerPool
 
@@ -426,10 +426,14 @@ class LLMClient:
         with endpoint.info_lock, self._boundary(endpoint.url):
             if endpoint.info is None:
                 endpoint.info = self._fetch_info(endpoint)
-                capacity = endpoint.info.capacity or self.settings.llm_max_inflight
-                endpoint.limit.set_capacity(min(capacity, self.settings.llm_max_inflight))
+                endpoint.limit.set_capacity(self.window_of(endpoint.info))
                 self.pool.changed()
             return endpoint.info
+
+    def window_of(self, info: ServerInfo) -> int:
+        """The in-flight window for a server: from its slots, else LLM_MAX_INFLIGHT."""
+        cap = self.settings.llm_max_inflight
+        return min(window_for_slots(info.capacity), cap) if info.capacity else cap
 
     def _fetch_info(self, endpoint: Endpoint) -> ServerInfo:
         url = endpoint.url

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from worker.limits import AdaptiveLimit
+import pytest
+
+from worker.limits import AdaptiveLimit, window_for_slots
 
 
 def test_window_starts_at_capacity_unless_told_otherwise() -> None:
@@ -45,3 +47,8 @@ def test_cap_at_running_only_shrinks() -> None:
     assert window.limit == 20
     window.cap_at(0)
     assert window.limit == 1
+
+
+@pytest.mark.parametrize(("slots", "window"), [(1, 1), (2, 2), (3, 3), (4, 5), (8, 10), (64, 80)])
+def test_slots_get_a_short_queue_from_four_up(slots: int, window: int) -> None:
+    assert window_for_slots(slots) == window

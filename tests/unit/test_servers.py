@@ -108,7 +108,8 @@ def test_windows_follow_the_slots_each_server_reports(
     llm = client(make_settings, by_host(a=llama(8), b=llama(None, build=False)), sleeps)
     for endpoint in llm.endpoints:
         llm.ensure_info(endpoint)
-    assert [ep.limit.limit for ep in llm.endpoints] == [8, 64]  # no slots: LLM_MAX_INFLIGHT
+    # 8 slots plus a queue of 2; no slots said: LLM_MAX_INFLIGHT
+    assert [ep.limit.limit for ep in llm.endpoints] == [10, 64]
     assert [ep.info.engine for ep in llm.endpoints if ep.info] == [
         "llama-server",
         "llama-cpp-python",
@@ -156,9 +157,10 @@ def test_pool_size_is_the_sum_of_the_windows(make_settings: SettingsFactory) -> 
     plan = plan_concurrency(
         settings, LLMClient(settings, transport=by_host(a=llama(8), b=llama(1), c=c))
     )
-    assert plan.threads == 8 + 1 + 64 + 64
+    assert plan.threads == 10 + 1 + 64 + 64
     reasons = [why for _, _, why in plan.servers]
-    assert reasons[0] == "8 slots"
+    assert reasons[0] == "8 slots + 2 queued"
+    assert reasons[1] == "1 slot"
     assert "vllm batches" in reasons[2]
     assert "not ready" in reasons[3]
     assert "http://d.test:2" in plan.describe()
