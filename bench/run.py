@@ -15,9 +15,9 @@ best is the limit), (b) as `kcw.chat` jobs through Redis to a worker with its de
 With the llama-server engine, (d) sweeps upstream `llama-server` started with nothing but its
 model, host and port, so our stack can be compared with llama.cpp as it comes.
 
-Queue overhead per job: the worker result has usage but no timing, so it is estimated from a
-short sequential probe (one job in flight) as job latency minus the direct latency of the same
-request at concurrency 1 (temperature 0 and a seed give the same completion).
+Queue overhead per job comes from a sequential probe (one job in flight): submit to `date_done`
+minus the time the job spent inside its LLM call, which every result reports as
+`usage.llm_seconds`. What is left is Celery, Redis, the worker and our client.
 
 Instant backend: the same pipeline against `bench.instant_server`, which answers at once, and a
 no-op Celery task (`bench.noop_tasks`) with the same configuration, to isolate per-job overhead.
@@ -304,17 +304,18 @@ def queued_run(
 
 def sequential_latencies(
     app: Celery, rds: redis.Redis, task: str, payloads: list[JSON]
-) -> list[float]:
-    """One job in flight at a time; each latency is submit to `date_done`."""
-    latencies = []
+) -> list[tuple[float, float]]:
+    """One job in flight at a time: (submit to `date_done`, seconds inside the LLM call)."""
+    samples = []
     for payload in payloads:
         sent_at = time.time()
         task_id = app.send_task(task, args=[payload]).id
         meta = collect(rds, {task_id: sent_at}, timeout=600, poll=0.0005)[task_id]
         if meta.get("status") != "SUCCESS":
             raise RuntimeError(f"{task} failed: {meta.get('result')}")
-        latencies.append(_done_at(meta) - sent_at)
-    return latencies
+        usage = (meta.get("result") or {}).get("usage") or {}
+        samples.append((_done_at(meta) - sent_at, float(usage.get("llm_seconds", 0.0))))
+    return samples
 
 
 def measure_queued(
@@ -328,7 +329,6 @@ def measure_queued(
     task: str,
     payloads: list[JSON],
     probe: list[JSON],
-    direct_c1: list[float],
     warmup: int,
     *extra: str,
 ) -> Run:
@@ -347,16 +347,15 @@ def measure_queued(
     finally:
         app.close()
         rds.close()
-    # The same request straight to the server at concurrency 1 (temperature 0 and a seed,
-    # so the same completion): its latency is the LLM call time inside the job.
-    direct_of = [direct_c1[i % len(direct_c1)] if direct_c1 else 0.0 for i in range(len(seq))]
-    overheads = [latency - call for latency, call in zip(seq, direct_of, strict=True)]
+    # The job's result says how long its LLM call took (usage.llm_seconds); the rest of the
+    # time from submit to done is the queue's: Celery, Redis, the worker and our client.
+    overheads = [latency - llm for latency, llm in seq]
     run.overhead_p50_ms = percentile(overheads, 50) * 1000
     run.overhead_p95_ms = percentile(overheads, 95) * 1000
     run.extra = {
         "sequential_probe_jobs": len(seq),
-        "sequential_p50_ms": percentile(seq, 50) * 1000,
-        "direct_c1_same_requests_p50_ms": percentile(direct_of, 50) * 1000,
+        "sequential_p50_ms": percentile([latency for latency, _ in seq], 50) * 1000,
+        "llm_call_p50_ms": percentile([llm for _, llm in seq], 50) * 1000,
     }
     print(
         f"  {name:<14} {run.jobs_per_s:8.2f} jobs/s {run.tok_per_s:9.1f} tok/s "
@@ -480,8 +479,6 @@ def main(argv: list[str] | None = None) -> int:
         direct = sweep(llm.url, payloads, levels)
         best = max(direct, key=lambda r: r.tok_per_s if not instant else r.jobs_per_s)
         best.name = "a direct best"
-        c1 = next((r for r in direct if r.concurrency == "1"), direct[0])
-        direct_c1 = c1.latencies_s  # in payload order
         env = default_env(rserver, llm.url)
         pipeline = measure_queued(
             tmp,
@@ -494,7 +491,6 @@ def main(argv: list[str] | None = None) -> int:
             "kcw.chat",
             payloads,
             probe,
-            direct_c1,
             2,
         )
         runs = [best, pipeline]
@@ -510,7 +506,6 @@ def main(argv: list[str] | None = None) -> int:
                 "bench.noop",
                 payloads,
                 probe,
-                [],
                 2,
             )
             runs.append(noop)
@@ -526,7 +521,6 @@ def main(argv: list[str] | None = None) -> int:
                 "kcw.chat",
                 payloads,
                 probe,
-                direct_c1,
                 nproc,
                 "-P",
                 "prefork",
@@ -549,9 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     print("p50/p95: per-job latency; for b/c and noop it is submit -> date_done with all jobs")
     print("  submitted at once, so it includes the wait in the queue behind other jobs.")
     print(f"ovh: queue overhead per job, from a sequential probe of {probe_n} jobs (one in")
-    print("  flight): job latency minus the direct latency of the same request at concurrency 1")
-    print(f"  (median {percentile(c1.latencies_s, 50) * 1000:.2f} ms; 0 for the no-op task);")
-    print("  the worker result has usage but no timing, so this is an estimate.")
+    print("  flight): submit -> date_done minus the time inside the LLM call, which the job's")
+    print("  result reports (usage.llm_seconds; 0 for the no-op task).")
     ratios: JSON = {}
     b = runs[1]
     ratios["b/a_tok_per_s"] = b.tok_per_s / best.tok_per_s if best.tok_per_s else None
@@ -579,9 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [r.summary() for r in runs],
         "ratios": ratios,
         "overhead_note": (
-            "queue overhead = sequential job latency (submit -> date_done) minus the direct "
-            "latency of the same request at concurrency 1; an estimate, the result carries "
-            "no timing"
+            "queue overhead = sequential job latency (submit -> date_done) minus the job's "
+            "own time inside the LLM call (usage.llm_seconds)"
         ),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

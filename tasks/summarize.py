@@ -116,7 +116,7 @@ def combine_summaries(
 
 
 def _usage(result: dict[str, Any]) -> Usage:
-    return Usage(result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"])
+    return Usage.from_dict(result["usage"])
 
 
 def _carried(options: dict[str, Any]) -> Usage:

@@ -71,6 +71,8 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Seconds spent inside successful HTTP calls to the server (queueing and retries excluded).
+    llm_seconds: float = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -79,14 +81,25 @@ class Usage:
     def add(self, other: Usage) -> Usage:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.llm_seconds += other.llm_seconds
         return self
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "llm_seconds": round(self.llm_seconds, 6),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        """Usage as a job result carries it (older results have no llm_seconds)."""
+        return cls(
+            int(data.get("prompt_tokens", 0)),
+            int(data.get("completion_tokens", 0)),
+            float(data.get("llm_seconds", 0.0)),
+        )
 
 
 @dataclass
@@ -508,12 +521,15 @@ class LLMClient:
             # Plain httpx on the hot path: the SDK's request and response models cost about
             # a millisecond per call, which is most of a job's overhead on a fast server.
             info = self.ensure_info(endpoint)
+            started = time.perf_counter()
             response = endpoint.http.post(
                 "/v1/chat/completions", json={"model": info.model, **body}
             )
             if response.is_error:
                 raise error_from_response(response, endpoint.url)
-            return parse_completion(response.json(), info.model)
+            completion = parse_completion(response.json(), info.model)
+            completion.usage.llm_seconds = time.perf_counter() - started
+            return completion
 
         return self._call(call)
 

@@ -80,12 +80,14 @@ def test_chat_job_returns_text_finish_reason_model_and_usage(
 
     result = jobs.chat(make_client(server), inp)
 
+    llm_seconds = result["usage"].pop("llm_seconds")
     assert result == {
         "text": "Hi!",
         "finish_reason": "stop",
         "model": "smollm2",
         "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
     }
+    assert 0 < llm_seconds < 5
     [body] = server.bodies("POST", CHAT)
     assert (body["max_tokens"], body["temperature"], body["top_p"]) == (256, 0.7, 0.9)
 
@@ -130,6 +132,8 @@ def test_extract_asks_again_after_invalid_output_then_succeeds(
 
     assert result["data"] == {"name": "Ada"}
     assert result["attempts"] == 3
+    assert result["usage"]["llm_seconds"] > 0  # the three calls' time, summed
+    del result["usage"]["llm_seconds"]
     assert result["usage"] == {"prompt_tokens": 30, "completion_tokens": 15, "total_tokens": 45}
     first, second, third = server.bodies("POST", CHAT)
     assert last_user_message(first) == "Ada Lovelace wrote notes."

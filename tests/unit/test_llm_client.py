@@ -479,11 +479,9 @@ def test_chat_returns_text_finish_reason_and_usage(
     assert completion.text == "Hello there."
     assert completion.finish_reason == "length"
     assert completion.model == "smollm2"
-    assert completion.usage.as_dict() == {
-        "prompt_tokens": 12,
-        "completion_tokens": 3,
-        "total_tokens": 15,
-    }
+    usage = completion.usage.as_dict()
+    assert 0 < usage.pop("llm_seconds") < 5
+    assert usage == {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
     [body] = server.bodies("POST", CHAT)
     assert body["model"] == "smollm2"
     assert body["messages"] == HI
@@ -840,9 +838,16 @@ def test_llamacpp_embeds_one_input_per_request_and_pools_token_vectors(
 
 
 def test_usage_adds_up() -> None:
-    total = Usage(10, 2).add(Usage(5, 1))
+    total = Usage(10, 2, 0.25).add(Usage(5, 1, 0.5))
 
-    assert total.as_dict() == {"prompt_tokens": 15, "completion_tokens": 3, "total_tokens": 18}
+    assert total.as_dict() == {
+        "prompt_tokens": 15,
+        "completion_tokens": 3,
+        "total_tokens": 18,
+        "llm_seconds": 0.75,
+    }
+    assert Usage.from_dict(total.as_dict()) == total
+    assert Usage.from_dict({"prompt_tokens": 1}) == Usage(1, 0, 0.0)
 
 
 def test_vllm_metrics_are_read_from_prometheus_text() -> None:
