@@ -205,6 +205,8 @@ def ensure_llama_server(env: dict[str, str], out: TextIO) -> None:
     if env.get("LLAMA_SERVER_BIN") or shutil.which("llama-server"):
         return
     script = Path("scripts/llama-server-env")
+    if not script.is_file():
+        return  # not a checkout: the launcher says where it looked for llama-server
     if subprocess.run([str(script), "path"], capture_output=True, check=False).returncode == 0:
         return
     out.write(

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture()
 def project(tmp_path: Path, llamacpp_image: str) -> Path:
     """A project folder like a clone's (files linked from this checkout), with no .env."""
-    for item in [*ROOT.glob("docker-compose*.yml"), ROOT / "docker", ROOT / "models"]:
+    items = [*ROOT.glob("docker-compose*.yml"), ROOT / "docker", ROOT / "models", ROOT / "scripts"]
+    for item in items:
         (tmp_path / item.name).symlink_to(item)
     return tmp_path
 

@@ -35,6 +35,7 @@ def test_doctor_reports_a_healthy_stack(env: dict[str, str], tmp_path: Path) -> 
     assert "backend llamacpp" in llm
     assert "model SmolLM2-135M-Instruct.Q4_1" in llm
     assert "context 4096 tokens" in llm
+    assert "(llama-server)" in llm and "8 slots" in llm
     workers = next(line for line in lines if "Workers" in line)
     assert workers.startswith("[ok]") and "kcw" in workers
     assert env["REDIS_PASSWORD"] not in done.stdout + done.stderr
@@ -184,3 +185,15 @@ def test_doctor_detects_vllm_and_shows_its_load(
     assert "model SmolLM2-135M-Instruct" in line
     assert "context 4096 tokens" in line
     assert "running" in line and "KV cache" in line
+
+
+def test_doctor_checks_every_server_in_the_list(env: dict[str, str], tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {**env, "LLM_SERVER_URL": f"{env['LLM_SERVER_URL']},{dead}"}
+    done = run_kcw(["doctor"], env, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    first = next(line for line in lines if "LLM server 1" in line)
+    second = next(line for line in lines if "LLM server 2" in line)
+    assert first.startswith("[ok]"), done.stdout
+    assert second.startswith("[FAIL]") and dead in second, done.stdout
