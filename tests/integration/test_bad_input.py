@@ -5,13 +5,14 @@ None is retried, the worker survives every one, and the next good job succeeds.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.integration.processes import Worker
+from tests.integration.processes import Worker, submitter
 
 Submit = Callable[..., Any]
 
@@ -172,3 +173,17 @@ def test_worker_still_serves_after_bad_input(submit: Submit, job_worker: Worker)
     assert job.successful(), job.result
     assert job_worker.alive()
     assert "Retry in" not in job_worker.output()
+
+
+def test_unknown_task_name_fails_at_once_and_the_worker_goes_on(
+    celery_app: Any, worker: Worker
+) -> None:
+    job = celery_app.send_task("kcw.no-such-task", args=[{"text": "hi"}])
+    with contextlib.suppress(Exception):
+        job.get(timeout=30)
+    assert job.state == "FAILURE"
+    assert type(job.result).__name__ == "NotRegistered"
+    assert "kcw.no-such-task" in str(job.result)
+    assert worker.alive()
+    good = submitter(celery_app)("chat", {"messages": [{"role": "user", "content": "hi"}]})
+    assert good.successful(), good.result
