@@ -50,9 +50,14 @@ def test_wrong_api_key_fails_at_once_naming_llm_api_key(
 
 
 def test_right_api_key_is_sent_end_to_end(spawn_worker: Spawn, keyed_server: LLMServer) -> None:
-    _, submit = spawn_worker(keyed_server.url, LLM_API_KEY="right-key-123")
+    worker, submit = spawn_worker(keyed_server.url, LLM_API_KEY="right-key-123")
     job = submit("chat", CHAT, timeout=60)
     assert job.successful(), job.result
+    # The key and the Redis password stay out of logs and results (the launcher hands the
+    # key to llama-server in its environment, not on the command line it logs).
+    secrets = ["right-key-123", worker.env["REDIS_PASSWORD"]]
+    for text in (worker.output(), keyed_server.log.read_text(), str(job.result)):
+        assert not [secret for secret in secrets if secret in text]
 
 
 def test_unreachable_server_is_retried_then_fails_with_llm_unavailable(
