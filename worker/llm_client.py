@@ -300,8 +300,8 @@ class LLMClient:
         except Exception as exc:
             raise translate_error(exc, url, self.settings.llm_timeout) from exc
 
-    def _call(self, fn: Callable[[Endpoint], T], *, limited: bool = True) -> T:
-        """Run `fn` on a chosen server, moving to another one when a server is down.
+    def _call(self, fn: Callable[[Endpoint, ServerInfo], T], *, limited: bool = True) -> T:
+        """Run `fn` on a chosen server and what it serves, moving on when a server is down.
 
         One attempt tries every healthy server once; attempts are retried with
         backoff (tenacity) while the error is `LLMUnavailable`.
@@ -316,8 +316,7 @@ class LLMClient:
                 outcome: Outcome = "neutral"
                 try:
                     with self._boundary(endpoint.url):
-                        self.ensure_info(endpoint)
-                        result = fn(endpoint)
+                        result = fn(endpoint, self.ensure_info(endpoint))
                     outcome = "ok"
                     return result
                 except LLMServerDown:
@@ -354,12 +353,8 @@ class LLMClient:
         return body
 
     def health(self) -> HealthReport:
-        """One probe of the first server's health route (see `health_all` for every server)."""
+        """One probe of the first server's health route, without retries (for `kcw doctor`)."""
         return self._health_of(self.endpoints[0])
-
-    def health_all(self) -> list[tuple[str, HealthReport]]:
-        """One probe of every server's health route, without retries (for `kcw doctor`)."""
-        return [(ep.url, self._health_of(ep)) for ep in self.endpoints]
 
     def _health_of(self, endpoint: Endpoint) -> HealthReport:
         path = PROFILES[self._backend_hint(endpoint)].health_path
@@ -409,7 +404,7 @@ class LLMClient:
 
     def list_models(self) -> JSON:
         """The raw `/v1/models` answer of a healthy server."""
-        return self._call(lambda ep: self._get_json(ep, "/v1/models"), limited=False)
+        return self._call(lambda ep, _: self._get_json(ep, "/v1/models"), limited=False)
 
     def server_info(self, refresh: bool = False) -> ServerInfo:
         """Backend, model and context length, asked once per server and then cached.
@@ -420,16 +415,12 @@ class LLMClient:
         if refresh:
             for endpoint in self.endpoints:
                 endpoint.info = None
-        info = self._call(lambda ep: self.ensure_info(ep), limited=False)
+        info = self._call(lambda _, info: info, limited=False)
         lengths = [ep.info.context_length for ep in self.endpoints if ep.info]
         known = [n for n in lengths if n]
         if known and info.context_length != min(known):
             info = dataclasses.replace(info, context_length=min(known))
         return info
-
-    def server_infos(self) -> list[tuple[str, ServerInfo | None]]:
-        """What each server said about itself so far (None: not asked yet, or down)."""
-        return [(ep.url, ep.info) for ep in self.endpoints]
 
     def ensure_info(self, endpoint: Endpoint) -> ServerInfo:
         """What this server serves, asked once (again after it was down); sets its window."""
@@ -517,10 +508,9 @@ class LLMClient:
         body.update(extra.pop("extra_body", None) or {})  # the SDK's name for raw fields
         body.update(extra)
 
-        def call(endpoint: Endpoint) -> Completion:
+        def call(endpoint: Endpoint, info: ServerInfo) -> Completion:
             # Plain httpx on the hot path: the SDK's request and response models cost about
             # a millisecond per call, which is most of a job's overhead on a fast server.
-            info = self.ensure_info(endpoint)
             started = time.perf_counter()
             response = endpoint.http.post(
                 "/v1/chat/completions", json={"model": info.model, **body}
@@ -536,8 +526,7 @@ class LLMClient:
     def count_tokens(self, text: str) -> int | None:
         """Tokens in `text` by the server's own tokenizer, or None if it has no such route."""
 
-        def call(endpoint: Endpoint) -> int | None:
-            info = self.ensure_info(endpoint)
+        def call(endpoint: Endpoint, info: ServerInfo) -> int | None:
             profile = info.profile
             path = profile.tokenize_path(info.engine)
             body = profile.tokenize_body(text, info.model, info.engine)
@@ -558,9 +547,10 @@ class LLMClient:
     def embed(self, texts: list[str]) -> tuple[list[list[float]], Usage, str]:
         """Embeddings for `texts`, in order."""
 
-        def call(batch: list[str]) -> Callable[[Endpoint], tuple[list[list[float]], Usage, str]]:
-            def on(endpoint: Endpoint) -> tuple[list[list[float]], Usage, str]:
-                info = self.ensure_info(endpoint)
+        def call(
+            batch: list[str],
+        ) -> Callable[[Endpoint, ServerInfo], tuple[list[list[float]], Usage, str]]:
+            def on(endpoint: Endpoint, info: ServerInfo) -> tuple[list[list[float]], Usage, str]:
                 try:
                     response = endpoint.sdk.embeddings.create(model=info.model, input=batch)
                 except openai.BadRequestError as exc:
