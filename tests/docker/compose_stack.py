@@ -6,6 +6,8 @@ import json
 import os
 import secrets
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,18 @@ class Stack:
             check=check,
             timeout=600,
         )
+
+    @contextmanager
+    def running(self) -> Iterator[Stack]:
+        """`up -d --wait` (failing with the services' logs), then `down -v` at the end."""
+        try:
+            up = self.compose("up", "-d", "--wait", check=False)
+            if up.returncode != 0:
+                logs = self.compose("logs", check=False).stdout[-4000:]
+                raise AssertionError(f"compose up failed:\n{up.stdout}{up.stderr}{logs}")
+            yield self
+        finally:
+            self.compose("down", "-v", check=False)
 
     def container(self, service: str) -> str:
         return self.compose("ps", "-q", service).stdout.strip()

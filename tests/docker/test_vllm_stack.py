@@ -30,13 +30,8 @@ FILES = ["docker-compose.yml", "docker-compose.vllm.yml", "docker-compose.vllm.c
 @pytest.fixture(scope="module")
 def stack(vllm_cpu_image: str) -> Iterator[Stack]:
     stack = new_stack(FILES, VLLM_CPU_LOCAL_IMAGE=vllm_cpu_image, LLM_START_PERIOD="300s")
-    try:
-        up = stack.compose("up", "-d", "--wait", check=False)
-        logs = stack.compose("logs", check=False).stdout[-4000:]
-        assert up.returncode == 0, up.stdout + up.stderr + logs
+    with stack.running():
         yield stack
-    finally:
-        stack.compose("down", "-v", check=False)
 
 
 def test_health_and_models_through_the_compose_port(stack: Stack) -> None:
