@@ -1,15 +1,36 @@
-"""The base class of every kc-worker task: what is retried, and what never is."""
+"""The base class of every kc-worker task: what is retried, what is not, what never runs twice."""
 
 from __future__ import annotations
 
+import logging
+import random
 from typing import Any
 
-from celery import Task
+from celery import Task, states
+from celery.exceptions import Ignore
 
+from worker import deadline
 from worker.config import get_settings
-from worker.errors import LLMRateLimited, LLMRequestRejected, LLMResponseInvalid, LLMUnavailable
+from worker.errors import (
+    JobTimedOut,
+    LLMRateLimited,
+    LLMRequestRejected,
+    LLMResponseInvalid,
+    LLMUnavailable,
+)
 
-__all__ = ["LLMTask"]
+__all__ = ["LLMTask", "equal_jitter"]
+
+log = logging.getLogger("kcw.tasks")
+
+
+def equal_jitter(countdown: float, draw: float) -> float:
+    """Half the countdown plus a random share of the other half (`draw` in [0, 1]).
+
+    Spreads retries out like full jitter, but a job always waits at least half of each
+    backoff, so TASK_MAX_RETRIES outlasts a server outage of known length.
+    """
+    return countdown / 2 + draw * countdown / 2
 
 
 class LLMTask(Task):  # type: ignore[type-arg]
@@ -18,9 +39,9 @@ class LLMTask(Task):  # type: ignore[type-arg]
     # Seconds-scale retries already happened inside the client; these are the minutes scale.
     autoretry_for = (LLMUnavailable, LLMRateLimited)
     retry_backoff = 5
-    retry_jitter = True
+    retry_jitter = False  # `retry` below applies equal jitter instead of Celery's full jitter
     # Expected failures: logged without a traceback, never retried.
-    throws = (LLMRequestRejected, LLMResponseInvalid)
+    throws = (LLMRequestRejected, LLMResponseInvalid, JobTimedOut)
 
     @property
     def max_retries(self) -> int:  # type: ignore[override]
@@ -29,6 +50,28 @@ class LLMTask(Task):  # type: ignore[type-arg]
     @property
     def retry_backoff_max(self) -> int:
         return get_settings().task_retry_backoff_max
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.called_directly:
+            return super().__call__(*args, **kwargs)
+        if (request.delivery_info or {}).get("redelivered") and self._finished_before():
+            # The worker that ran it died after storing the result but before acknowledging
+            # the message. Running it again would replace a result a client may have read.
+            log.info("job %s was delivered again but already has a result: skipped", request.id)
+            raise Ignore()
+        settings = get_settings()
+        with deadline.job_deadline(settings.task_soft_time_limit, settings.task_time_limit):
+            return super().__call__(*args, **kwargs)
+
+    def _finished_before(self) -> bool:
+        meta = self.backend.get_task_meta(str(self.request.id))
+        return meta.get("status") in states.READY_STATES
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("countdown"):
+            kwargs["countdown"] = equal_jitter(kwargs["countdown"], random.random())
+        return super().retry(*args, **kwargs)
 
     def progress(self, **meta: Any) -> None:
         """Publish progress for `kcw submit --wait` and other pollers."""

@@ -29,7 +29,14 @@ TASK_MODULES = ["tasks.chat", "tasks.summarize", "tasks.extract", "tasks.classif
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings that follow the reliability contract (at-least-once, JSON only)."""
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    visibility = settings.visibility_timeout
+    transport = {
+        "visibility_timeout": visibility,
+        # Look for the jobs of a dead worker every 10 s at most (kombu's default looks every
+        # 100 s), so they run again soon after the visibility timeout ends.
+        "unacked_restore_interval": min(10, max(1, visibility // 10)),
+        "unacked_restore_throttle": 1,
+    }
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
@@ -48,6 +55,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "result_expires": settings.result_expires,
+        # A result written while Redis restarts waits for it (for a few minutes)
+        # instead of failing the job that produced it.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 10_000,
         # No STARTED state and no copy of the job's input in its result: each costs a Redis
         # write per job (a third of the queue's overhead). Long jobs publish PROGRESS instead.
         "result_extended": False,

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     task_retry_backoff_max: int = Field(300, ge=1)
     task_time_limit: int = Field(1800, ge=10)
     result_expires: int = Field(86400, ge=60)
+    # 0 = derived from the limits above (see `visibility_timeout`).
+    redis_visibility_timeout: int = Field(0, ge=0)
 
     # Worker process.
     worker_concurrency: int = Field(0, ge=0, le=1024, description="0 = sized to the servers")
@@ -171,6 +173,8 @@ class Settings(BaseSettings):
         It must outlast the longest run of a task plus the longest retry
         countdown, or a slow job would be delivered twice.
         """
+        if self.redis_visibility_timeout:
+            return self.redis_visibility_timeout
         return self.task_time_limit + self.task_retry_backoff_max + VISIBILITY_MARGIN_S
 
     @property

@@ -13,7 +13,8 @@ HTTP and SDK errors are turned into these classes at one boundary
     │   ├── AuthenticationFailed    LLM_API_KEY is missing or wrong
     │   ├── ModelNotFound           LLM_MODEL names a model the server does not serve
     │   └── EmbeddingsUnsupported   the server does not serve embeddings
-    └── LLMResponseInvalid          the model's output failed validation          (never retried)
+    ├── LLMResponseInvalid          the model's output failed validation          (never retried)
+    └── JobTimedOut                 the job ran past its time limit               (never retried)
 
 Every error carries a message that names the setting or input to fix. The
 arguments are plain strings so that Celery's JSON result backend can store and
@@ -27,6 +28,7 @@ __all__ = [
     "ContextLengthExceeded",
     "EmbeddingsUnsupported",
     "InvalidJobInput",
+    "JobTimedOut",
     "LLMError",
     "LLMRateLimited",
     "LLMRequestRejected",
@@ -99,3 +101,7 @@ class LLMResponseInvalid(LLMError):
         # Both arguments travel in `args`, so the result backend keeps the output too.
         self.args = (message, last_output)
         self.last_output = last_output
+
+
+class JobTimedOut(LLMError):
+    """Raised when a job reaches its soft time limit (from TASK_TIME_LIMIT) between calls."""

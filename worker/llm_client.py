@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 import openai
 
+from worker import deadline
 from worker.backends import (
     LLAMA_SERVER,
     PROFILES,
@@ -310,6 +311,7 @@ class LLMClient:
         def attempt() -> T:
             tried: list[Endpoint] = []
             while True:
+                deadline.check()
                 endpoint = self.pool.acquire(limited=limited, exclude=tried)
                 if endpoint is None:
                     raise LLMServerDown(f"No LLM server answered ({self.url}).")
@@ -336,8 +338,13 @@ class LLMClient:
             attempt,
             attempts=self.settings.llm_retry_attempts,
             max_wait=self.settings.llm_retry_max_wait,
-            sleep=self._sleep,
+            sleep=lambda seconds: self._sleep(deadline.cap(seconds)),
         )
+
+    def _timeout(self) -> httpx.Timeout:
+        """LLM_TIMEOUT, or less when the running job's time limit is nearer."""
+        seconds = deadline.cap(self.settings.llm_timeout)
+        return httpx.Timeout(seconds, connect=min(10.0, seconds))
 
     def _probe(self, endpoint: Endpoint) -> bool:
         """Does this server's health route say ready? (for a server marked down)"""
@@ -513,7 +520,7 @@ class LLMClient:
             # a millisecond per call, which is most of a job's overhead on a fast server.
             started = time.perf_counter()
             response = endpoint.http.post(
-                "/v1/chat/completions", json={"model": info.model, **body}
+                "/v1/chat/completions", json={"model": info.model, **body}, timeout=self._timeout()
             )
             if response.is_error:
                 raise error_from_response(response, endpoint.url)
@@ -530,7 +537,7 @@ class LLMClient:
             profile = info.profile
             path = profile.tokenize_path(info.engine)
             body = profile.tokenize_body(text, info.model, info.engine)
-            response = endpoint.http.post(path, json=body)
+            response = endpoint.http.post(path, json=body, timeout=self._timeout())
             if response.status_code in (404, 405):
                 return None
             if response.is_error:
@@ -552,7 +559,9 @@ class LLMClient:
         ) -> Callable[[Endpoint, ServerInfo], tuple[list[list[float]], Usage, str]]:
             def on(endpoint: Endpoint, info: ServerInfo) -> tuple[list[list[float]], Usage, str]:
                 try:
-                    response = endpoint.sdk.embeddings.create(model=info.model, input=batch)
+                    response = endpoint.sdk.embeddings.create(
+                        model=info.model, input=batch, timeout=self._timeout()
+                    )
                 except openai.BadRequestError as exc:
                     if info.engine == LLAMA_SERVER and "pooling type 'none'" in str(exc).lower():
                         return self._token_embeddings(endpoint, batch, info.model)
@@ -579,7 +588,7 @@ class LLMClient:
         self, endpoint: Endpoint, batch: list[str], model: str
     ) -> tuple[list[list[float]], Usage, str]:
         """llama-server with a chat model (no pooling): per-token vectors, mean-pooled here."""
-        response = endpoint.http.post("/embeddings", json={"input": batch})
+        response = endpoint.http.post("/embeddings", json={"input": batch}, timeout=self._timeout())
         if response.is_error:
             raise error_from_response(response, endpoint.url)
         items = response.json()

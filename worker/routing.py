@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from worker import deadline
 from worker.limits import AdaptiveLimit
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class ServerPool:
         the one marked down longest ago is tried anyway (the caller backs off).
         """
         while True:
+            deadline.check()  # a job waiting for a free slot still has a time limit
             self._probe_due()
             with self._cond:
                 candidates = [ep for ep in self.endpoints if ep not in exclude]

@@ -49,6 +49,24 @@ def test_visibility_timeout_is_where_kombu_reads_it(make_settings: SettingsFacto
     assert settings.visibility_timeout > 900 + 120
 
 
+def test_a_set_visibility_timeout_wins_and_dead_workers_jobs_are_looked_for_often(
+    make_settings: SettingsFactory,
+) -> None:
+    derived = celery_config(make_settings())["broker_transport_options"]
+    assert derived["unacked_restore_interval"] == 10
+    assert derived["unacked_restore_throttle"] == 1
+
+    short = celery_config(make_settings(redis_visibility_timeout=20))["broker_transport_options"]
+    assert short["visibility_timeout"] == 20
+    assert short["unacked_restore_interval"] == 2
+
+
+def test_results_written_while_redis_restarts_are_retried(make_settings: SettingsFactory) -> None:
+    config = celery_config(make_settings())
+    assert config["result_backend_always_retry"] is True
+    assert 0 < config["result_backend_max_retries"] < float("inf")
+
+
 def test_time_limits_come_from_settings(make_settings: SettingsFactory) -> None:
     config = celery_config(make_settings(task_time_limit=600, result_expires=3600))
 

@@ -14,6 +14,7 @@ from worker.errors import (
     ContextLengthExceeded,
     EmbeddingsUnsupported,
     InvalidJobInput,
+    JobTimedOut,
     LLMError,
     LLMRateLimited,
     LLMRequestRejected,
@@ -36,6 +37,7 @@ TREE = [
     (ModelNotFound, LLMRequestRejected),
     (EmbeddingsUnsupported, LLMRequestRejected),
     (LLMResponseInvalid, LLMError),
+    (JobTimedOut, LLMError),
 ]
 ALL_ERRORS = [cls for cls, _ in TREE]
 
@@ -60,7 +62,11 @@ def test_every_error_says_when_it_is_raised(cls: type[Exception]) -> None:
 
 def test_retried_and_never_retried_branches_do_not_overlap() -> None:
     retried = [cls for cls in ALL_ERRORS if issubclass(cls, LLMUnavailable)]
-    never = [cls for cls in ALL_ERRORS if issubclass(cls, LLMRequestRejected | LLMResponseInvalid)]
+    never = [
+        cls
+        for cls in ALL_ERRORS
+        if issubclass(cls, LLMRequestRejected | LLMResponseInvalid | JobTimedOut)
+    ]
 
     assert retried == [LLMUnavailable, LLMServerDown, LLMRateLimited]
     assert not set(retried) & set(never)

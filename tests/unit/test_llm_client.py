@@ -11,9 +11,11 @@ import httpx
 import openai
 import pytest
 
+from worker import deadline
 from worker.errors import (
     AuthenticationFailed,
     ContextLengthExceeded,
+    JobTimedOut,
     LLMError,
     LLMRateLimited,
     LLMRequestRejected,
@@ -891,3 +893,33 @@ def test_completion_without_usage_or_model_keeps_what_it_knows() -> None:
         "m",
         0,
     )
+
+
+def test_each_request_timeout_is_capped_by_the_jobs_time_left(
+    make_server: ServerFactory, make_client: ClientFactory
+) -> None:
+    server = make_server("llamacpp")
+    server.answer("ok")
+    client = make_client(server, llm_timeout=120)
+
+    client.chat(HI)
+    with deadline.job_deadline(3, 10):
+        client.chat(HI)
+
+    first, second = (r.extensions["timeout"]["read"] for r in server.calls("POST", CHAT))
+    assert first == 120
+    assert 2 < second <= 3
+
+
+def test_a_job_out_of_time_stops_retrying_with_job_timed_out(
+    make_server: ServerFactory, make_client: ClientFactory, sleeps: list[float]
+) -> None:
+    server = make_server("llamacpp").fail("POST", CHAT, httpx.ReadTimeout)
+    client = make_client(server, llm_retry_attempts=20)
+    client.server_info()
+
+    with deadline.job_deadline(0.3, 10), pytest.raises(JobTimedOut, match="TASK_TIME_LIMIT"):
+        # The fake clock does not advance, so each retry's sleep is real here.
+        client._sleep = time.sleep
+        client.chat(HI)
+    assert 1 <= len(server.calls("POST", CHAT)) < 20
