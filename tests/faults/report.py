@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["Row", "add", "rows", "table", "write"]
+__all__ = ["Record", "Row", "add", "rows", "table", "write"]
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Row:
 
 
 _ROWS: list[Row] = []
+Record = Callable[[Row], Row]
 
 
 def add(row: Row) -> Row:

@@ -101,12 +101,17 @@ def _require_redis_server() -> str:
     return binary
 
 
-def start_redis(tmp: Path, password: str) -> RedisServer:
+def start_redis(tmp: Path, password: str, port: int = 0, appendonly: bool = False) -> RedisServer:
+    """redis-server on 127.0.0.1 with a password; `appendonly` as in the compose file.
+
+    Started again with the same `port` and `tmp`, it reloads what it persisted.
+    """
     binary = _require_redis_server()
-    port = free_port()
+    port = port or free_port()
     conf = tmp / f"redis-{port}.conf"
+    aof = "appendonly yes\nappendfsync everysec\n" if appendonly else "appendonly no\n"
     conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp}\nsave ''\nappendonly no\n"
+        f"port {port}\nbind 127.0.0.1\ndir {tmp}\nsave ''\n{aof}"
         f'requirepass "{password}"\n'
     )
     proc = subprocess.Popen(

@@ -1,0 +1,127 @@
+"""Count what happened to every job of a fault scenario, from Redis and the workers' logs.
+
+completed: a SUCCESS result is stored. failed clearly: a FAILURE result whose error is
+one of kc-worker's errors, with a message. lost: no final result when the scenario
+ends. duplicated: a job whose result was written more than once (each write is a
+"succeeded in" or "raised" line in some worker's log).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.faults.report import Row
+from worker import errors
+
+WRITE = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] (?:succeeded in|raised (?:un)?expected)")
+RECEIVED = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] received")
+READY = {"SUCCESS", "FAILURE"}
+
+
+def chat(n: int, max_tokens: int = 32) -> dict[str, Any]:
+    """A short chat job; `n` makes each prompt different."""
+    return {
+        "messages": [{"role": "user", "content": f"Count from {n} to {n + 5}, then stop."}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+    }
+
+
+@dataclass
+class Ledger:
+    """The jobs one scenario submitted, and where their results and logs are."""
+
+    app: Any
+    redis_client: redis.Redis
+    ids: list[str] = field(default_factory=list)
+
+    def submit(self, kind: str, payload: dict[str, Any]) -> str:
+        job_id = str(self.app.send_task(f"kcw.{kind}", args=[payload]).id)
+        self.ids.append(job_id)
+        return job_id
+
+    def metas(self) -> dict[str, dict[str, Any]]:
+        """Each job's stored meta (status, result) in one round trip; {} while Redis is down."""
+        try:
+            raw = self.redis_client.mget([f"celery-task-meta-{i}" for i in self.ids])
+        except redis.RedisError:
+            return {}
+        return {i: json.loads(value) for i, value in zip(self.ids, raw, strict=True) if value}
+
+    def finished(self) -> int:
+        return sum(meta["status"] in READY for meta in self.metas().values())
+
+    def wait(self, timeout: float, idle: float | None = None) -> float:
+        """Wait until every job is finished, for `timeout` s at most, or `idle` s without news.
+
+        Returns the seconds waited.
+        """
+        started = time.monotonic()
+        last, last_change = -1, started
+        while time.monotonic() - started < timeout:
+            done = self.finished()
+            if done == len(self.ids):
+                break
+            if done != last:
+                last, last_change = done, time.monotonic()
+            elif idle is not None and time.monotonic() - last_change > idle:
+                break
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def row(self, scenario: str, logs: list[Path], note: str = "", **extra: Any) -> Row:
+        metas = self.metas()
+        completed = sum(meta["status"] == "SUCCESS" for meta in metas.values())
+        clear = sum(
+            meta["status"] == "FAILURE" and _is_clear(meta["result"]) for meta in metas.values()
+        )
+        ours = set(self.ids)
+        text = "\n".join(path.read_text(errors="replace") for path in logs)
+        writes = Counter(i for i in WRITE.findall(text) if i in ours)
+        received = Counter(i for i in RECEIVED.findall(text) if i in ours)
+        return Row(
+            scenario=scenario,
+            submitted=len(self.ids),
+            completed=completed,
+            failed_clearly=clear,
+            lost=len(self.ids) - sum(meta["status"] in READY for meta in metas.values()),
+            duplicated=sum(1 for count in writes.values() if count > 1),
+            note=note,
+            extra={"delivered more than once": sum(c > 1 for c in received.values()), **extra},
+        )
+
+    def errors(self) -> Counter[str]:
+        """How many jobs failed with each error class."""
+        return Counter(
+            str(meta["result"].get("exc_type"))
+            for meta in self.metas().values()
+            if meta["status"] == "FAILURE"
+        )
+
+    def messages(self) -> list[str]:
+        return [
+            " ".join(str(part) for part in meta["result"].get("exc_message") or [])
+            for meta in self.metas().values()
+            if meta["status"] == "FAILURE"
+        ]
+
+
+def _is_clear(result: Any) -> bool:
+    """A failure is clear when it is one of our errors and says what to fix."""
+    if not isinstance(result, dict):
+        return False
+    message = " ".join(str(part) for part in result.get("exc_message") or [])
+    return result.get("exc_type") in errors.__all__ and len(message) > 20
+
+
+def queue_is_empty(client: redis.Redis) -> bool:
+    """Nothing waits in the queue and nothing is delivered but unacknowledged."""
+    return client.llen("kcw") == 0 and client.hlen("unacked") == 0
