@@ -23,6 +23,7 @@ from worker import errors
 
 WRITE = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] (?:succeeded in|raised (?:un)?expected)")
 RECEIVED = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] received")
+RETRY = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] retry:")
 READY = {"SUCCESS", "FAILURE"}
 
 
@@ -87,6 +88,7 @@ class Ledger:
         text = "\n".join(path.read_text(errors="replace") for path in logs)
         writes = Counter(i for i in WRITE.findall(text) if i in ours)
         received = Counter(i for i in RECEIVED.findall(text) if i in ours)
+        retries = Counter(i for i in RETRY.findall(text) if i in ours)
         return Row(
             scenario=scenario,
             submitted=len(self.ids),
@@ -95,7 +97,12 @@ class Ledger:
             lost=len(self.ids) - sum(meta["status"] in READY for meta in metas.values()),
             duplicated=sum(1 for count in writes.values() if count > 1),
             note=note,
-            extra={"delivered more than once": sum(c > 1 for c in received.values()), **extra},
+            extra={
+                "retried": len(retries),
+                # Received again without a retry: a dead worker's job handed out once more.
+                "redelivered": sum(received[i] > 1 + retries[i] for i in received),
+                **extra,
+            },
         )
 
     def errors(self) -> Counter[str]:
