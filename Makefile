@@ -12,7 +12,7 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench venv env model models-hf vllm-env llama-server up down worker demo doctor logs test test-unit test-integration test-docker docker-env images lint format clean
+.PHONY: help bench venv env model models-hf vllm-env llama-server up down worker demo doctor logs test test-unit test-integration test-faults test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -84,8 +84,11 @@ test-unit: venv ## unit tests only (no network)
 test-integration: venv model models-hf llama-server ## real redis-server, llama.cpp and vLLM servers, real workers
 	$(BIN)/pytest tests/integration -v
 
-test: venv model models-hf llama-server lint ## lint, unit and integration tiers (llama.cpp and vLLM)
-	$(BIN)/pytest tests/unit tests/integration -v -ra
+test: venv model models-hf llama-server lint ## lint, then the unit, integration and fault tiers
+	$(BIN)/pytest tests/unit tests/integration tests/faults -v -ra
+
+test-faults: venv model llama-server ## the fault tier alone: kill workers, restart Redis, stop the LLM server, load, bad input
+	$(BIN)/pytest tests/faults -v -ra
 
 docker-env: venv ## install and start a Docker engine, compose and hadolint; build stand-in bases
 	scripts/docker-env all

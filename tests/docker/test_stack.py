@@ -22,7 +22,15 @@ import redis
 
 from tests.docker.compose_stack import Stack, new_stack
 from tests.docker.standins import IMAGE, STANDIN_PYTHON
-from tests.integration.processes import free_port, start_worker, stop, wait_until, worker_env
+from tests.integration.processes import (
+    RedisServer,
+    free_port,
+    run_kcw,
+    start_worker,
+    stop,
+    wait_until,
+    worker_env,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["docker-compose.yml", "docker-compose.llamacpp.yml"]
@@ -31,7 +39,11 @@ FILES = ["docker-compose.yml", "docker-compose.llamacpp.yml"]
 @pytest.fixture(scope="module")
 def stack(llamacpp_image: str) -> Iterator[Stack]:
     stack = new_stack(
-        FILES, LLAMACPP_BASE_IMAGE=STANDIN_PYTHON, LLAMACPP_IMAGE=IMAGE, LLM_START_PERIOD="60s"
+        FILES,
+        LLAMACPP_BASE_IMAGE=STANDIN_PYTHON,
+        LLAMACPP_IMAGE=IMAGE,
+        LLM_START_PERIOD="60s",
+        LLM_API_KEY=secrets.token_urlsafe(16),
     )
     # The README's command; the image exists, so compose starts it without building.
     with stack.running():
@@ -62,10 +74,11 @@ def test_services_report_healthy(stack: Stack) -> None:
 
 
 def test_host_worker_gets_a_real_completion(stack: Stack, tmp_path: Path) -> None:
-    from tests.integration.processes import RedisServer, client_app, submitter
+    from tests.integration.processes import client_app, submitter
 
     server = RedisServer(stack.redis_port, stack.env["REDIS_PASSWORD"], None)  # type: ignore[arg-type]
-    worker = start_worker(tmp_path, worker_env(server, stack.llm_url), "docker")
+    env = worker_env(server, stack.llm_url, LLM_API_KEY=stack.env["LLM_API_KEY"])
+    worker = start_worker(tmp_path, env, "docker")
     app = client_app(server)
     try:
         job = submitter(app)(
@@ -75,9 +88,30 @@ def test_host_worker_gets_a_real_completion(stack: Stack, tmp_path: Path) -> Non
         assert job.result["text"]
         assert job.result["usage"]["completion_tokens"] > 0
         stack.job_id = job.id
+        secrets_ = [stack.env["LLM_API_KEY"], stack.env["REDIS_PASSWORD"]]
+        logs = worker.output() + stack.compose("logs").stdout + json.dumps(job.result)
+        assert not [secret for secret in secrets_ if secret in logs]
     finally:
         stop(worker.proc)
         app.close()
+
+
+def test_the_api_key_set_in_env_guards_the_server_end_to_end(stack: Stack, tmp_path: Path) -> None:
+    """LLM_API_KEY goes from .env through compose and the launcher to llama-server."""
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    url = f"{stack.llm_url}/v1/chat/completions"
+    assert httpx.post(url, json=body, timeout=30).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-key"}
+    assert httpx.post(url, json=body, headers=wrong, timeout=30).status_code == 401
+    right = {"Authorization": f"Bearer {stack.env['LLM_API_KEY']}"}
+    assert httpx.post(url, json=body, headers=right, timeout=60).status_code == 200
+    # `kcw doctor` with the key: all ready, and neither secret in what it prints.
+    server = RedisServer(stack.redis_port, stack.env["REDIS_PASSWORD"], None)  # type: ignore[arg-type]
+    env = worker_env(server, stack.llm_url, LLM_API_KEY=stack.env["LLM_API_KEY"])
+    done = run_kcw(["doctor"], env, tmp_path)
+    out = done.stdout + done.stderr
+    assert "[ok]" in out and "LLM server" in out
+    assert stack.env["LLM_API_KEY"] not in out and stack.env["REDIS_PASSWORD"] not in out
 
 
 def test_server_runs_as_non_root_and_logs_the_hardware(stack: Stack) -> None:
