@@ -54,15 +54,19 @@ def test_health_is_ok_and_models_lists_the_model(stack: Stack) -> None:
     health = httpx.get(f"{stack.llm_url}/health", timeout=10)
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
-    models = httpx.get(f"{stack.llm_url}/v1/models", timeout=10).json()
+    # The stack runs with LLM_API_KEY set: only /health answers without it.
+    assert httpx.get(f"{stack.llm_url}/v1/models", timeout=10).status_code == 401
+    key = {"Authorization": f"Bearer {stack.env['LLM_API_KEY']}"}
+    models = httpx.get(f"{stack.llm_url}/v1/models", headers=key, timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["SmolLM2-135M-Instruct.Q4_1"]
 
 
 def test_the_default_engine_is_llama_server_with_slots_and_metrics(stack: Stack) -> None:
-    props = httpx.get(f"{stack.llm_url}/props", timeout=10).json()
+    key = {"Authorization": f"Bearer {stack.env['LLM_API_KEY']}"}
+    props = httpx.get(f"{stack.llm_url}/props", headers=key, timeout=10).json()
     assert props["total_slots"] == 8
     assert props["default_generation_settings"]["n_ctx"] == 4096  # per slot
-    metrics = httpx.get(f"{stack.llm_url}/metrics", timeout=10)
+    metrics = httpx.get(f"{stack.llm_url}/metrics", headers=key, timeout=10)
     assert "llamacpp:requests_processing" in metrics.text
     logs = stack.compose("logs", "llm-server").stdout
     assert "starting llama-server: 8 slots of 4096 tokens" in logs
