@@ -70,6 +70,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_concurrency": settings.worker_concurrency,
         # Monitoring events cost two Redis messages per job; `celery worker -E` turns them on.
         "worker_send_task_events": False,
+        # A message the worker must drop (undecodable, or pickle) still gets a failed result.
+        "worker_consumer": "worker.consumer:JobConsumer",
     }
 
 

@@ -75,6 +75,8 @@ def _read_text(value: str) -> str:
             return path.read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     return value
 
 
@@ -85,6 +87,9 @@ def build_payload(args: argparse.Namespace) -> dict[str, Any]:
             payload = json.loads(_read_text(args.payload))
         except json.JSONDecodeError as exc:
             raise UsageError(f"--payload is not valid JSON: {exc.msg} at char {exc.pos}") from None
+        except (ValueError, RecursionError) as exc:
+            # Integers over Python's 4,300-digit limit, or arrays nested past the recursion limit.
+            raise UsageError(f"--payload cannot be read as JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise UsageError("--payload must be a JSON object")
         return payload
@@ -304,8 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; `kcw submit` also takes its text after the options."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command == "submit" and not any(arg.startswith("-") for arg in rest):
+        args.text = [*args.text, *rest]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     out, err = sys.stdout, sys.stderr
     try:
         settings = get_settings()

@@ -6,6 +6,7 @@ A bad input becomes `InvalidJobInput` with one line per problem, naming the fiel
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal, TypeVar
 
 import jsonschema
@@ -56,7 +57,12 @@ class Sampling(_Input):
     @classmethod
     def _int_is_a_float(cls, value: Any) -> Any:
         # JSON writes 1.0 as 1; strict mode would otherwise refuse it.
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except OverflowError:
+                raise ValueError("number is too large") from None
+        return value
 
 
 class ChatInput(Sampling):
@@ -117,13 +123,15 @@ class ExtractInput(_Input):
     def _check_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
         if len(json.dumps(value)) > MAX_SCHEMA_CHARS:
             raise ValueError(f"schema is longer than {MAX_SCHEMA_CHARS} characters")
+        if not isinstance(value.get("$schema", ""), str):
+            raise ValueError("schema's $schema must be a string (a JSON Schema dialect URI)")
         validator = jsonschema.validators.validator_for(value)
         try:
             validator.check_schema(value)
         except jsonschema.SchemaError as exc:
             where = "/".join(str(p) for p in exc.path) or "(root)"
             raise ValueError(
-                f"schema is not a valid JSON Schema at {where}: {exc.message}"
+                f"schema is not a valid JSON Schema at {where}: {_printable(exc.message)}"
             ) from None
         return value
 
@@ -192,13 +200,58 @@ class EmbedInput(_Input):
         return texts
 
 
+MAX_DEPTH = 64
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """`text` cut to `limit` characters, so an error message stays readable."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def check_json_values(job: str, payload: Any) -> None:
+    """Refuse what no JSON request can carry: lone surrogates, NaN or Infinity, deep nesting.
+
+    These pass type checks but fail later, when the request is encoded; caught here they
+    name the field.
+    """
+    stack: list[tuple[Any, str, int]] = [(payload, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        place = where or "input"
+        if depth > MAX_DEPTH:
+            raise InvalidJobInput(
+                f"Invalid input for {job}: {_printable(place, 60)} is nested more than "
+                f"{MAX_DEPTH} levels deep"
+            )
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidJobInput(
+                    f"Invalid input for {job}: {place} holds a lone surrogate (such as "
+                    "\\ud800), which is not valid UTF-8 text"
+                ) from None
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidJobInput(
+                f"Invalid input for {job}: {place} is {value}, which JSON cannot carry"
+            )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = str(key).encode("utf-8", "backslashreplace").decode("utf-8") or '""'
+                stack.append((key, f"a key of {place}", depth + 1))
+                stack.append((item, f"{where}.{name}" if where else name, depth + 1))
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                stack.append((item, f"{where}.{index}" if where else str(index), depth + 1))
+
+
 def describe_validation_error(job: str, exc: ValidationError) -> str:
     """One line per problem, each naming the field, for people reading a failed job."""
     problems = []
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in err["loc"]) or "input"
         message = str(err["msg"]).removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
+        problems.append(f"{_printable(where, 100)}: {_printable(message)}")
     return f"Invalid input for {job}: " + "; ".join(problems)
 
 
@@ -208,6 +261,7 @@ def parse_input(model: type[M], job: str, payload: Any) -> M:
         raise InvalidJobInput(
             f"Invalid input for {job}: expected a JSON object, got {type(payload).__name__}"
         )
+    check_json_values(job, payload)
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
