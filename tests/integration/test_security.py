@@ -31,7 +31,7 @@ def test_a_pickled_message_is_refused_and_never_executed(
     attacker = client_app(redis_server)
     attacker.conf.update(task_serializer="pickle", accept_content=["pickle", "json"])
     try:
-        attacker.send_task("kcw.chat", args=[RunsShellOnLoad(marker)])
+        job = attacker.send_task("kcw.chat", args=[RunsShellOnLoad(marker)])
         deadline = time.monotonic() + 20
         while "pickle" not in worker.output() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -39,6 +39,13 @@ def test_a_pickled_message_is_refused_and_never_executed(
         attacker.close()
     assert "Refusing to deserialize untrusted content of type pickle" in worker.output()
     assert not marker.exists()
+    # The sender is not left waiting: the job ends as failed, saying why.
+    refused = celery_app.AsyncResult(job.id)
+    deadline = time.monotonic() + 10
+    while not refused.ready() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert refused.state == "FAILURE"
+    assert "JSON only" in str(refused.result)
     assert worker.alive()
     good = submitter(celery_app)("chat", {"messages": [{"role": "user", "content": "hi"}]})
     assert good.successful(), good.result
