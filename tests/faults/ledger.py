@@ -43,19 +43,28 @@ class Ledger:
     app: Any
     redis_client: redis.Redis
     ids: list[str] = field(default_factory=list)
+    _final: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def submit(self, kind: str, payload: dict[str, Any]) -> str:
         job_id = str(self.app.send_task(f"kcw.{kind}", args=[payload]).id)
         self.ids.append(job_id)
         return job_id
 
-    def metas(self) -> dict[str, dict[str, Any]]:
-        """Each job's stored meta (status, result) in one round trip; {} while Redis is down."""
+    def metas(self, fresh: bool = False) -> dict[str, dict[str, Any]]:
+        """Each job's stored meta (status, result); final ones are kept unless `fresh`."""
+        if fresh:
+            self._final.clear()
+        pending = [i for i in self.ids if i not in self._final]
+        found: dict[str, dict[str, Any]] = {}
         try:
-            raw = self.redis_client.mget([f"celery-task-meta-{i}" for i in self.ids])
+            for start in range(0, len(pending), 1000):
+                batch = pending[start : start + 1000]
+                raw = self.redis_client.mget([f"celery-task-meta-{i}" for i in batch])
+                found.update({i: json.loads(v) for i, v in zip(batch, raw, strict=True) if v})
         except redis.RedisError:
-            return {}
-        return {i: json.loads(value) for i, value in zip(self.ids, raw, strict=True) if value}
+            pass  # Redis is restarting: what is known so far
+        self._final.update({i: m for i, m in found.items() if m["status"] in READY})
+        return {**found, **self._final}
 
     def finished(self) -> int:
         return sum(meta["status"] in READY for meta in self.metas().values())
@@ -75,11 +84,11 @@ class Ledger:
                 last, last_change = done, time.monotonic()
             elif idle is not None and time.monotonic() - last_change > idle:
                 break
-            time.sleep(0.5)
+            time.sleep(1.0)
         return time.monotonic() - started
 
     def row(self, scenario: str, logs: list[Path], note: str = "", **extra: Any) -> Row:
-        metas = self.metas()
+        metas = self.metas(fresh=True)  # a result Redis lost after it was seen counts as lost
         completed = sum(meta["status"] == "SUCCESS" for meta in metas.values())
         clear = sum(
             meta["status"] == "FAILURE" and _is_clear(meta["result"]) for meta in metas.values()

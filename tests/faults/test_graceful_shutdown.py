@@ -7,21 +7,13 @@ worker failed to hand back would not come back within the test: it would be lost
 from __future__ import annotations
 
 import re
-import secrets
 import signal
 from pathlib import Path
 
-from tests.faults.ledger import Ledger, chat, queue_is_empty
+from tests.faults.ledger import chat, queue_is_empty
 from tests.faults.report import Record
-from tests.integration.processes import (
-    LLMServer,
-    client_app,
-    start_redis,
-    start_worker,
-    stop,
-    wait_until,
-    worker_env,
-)
+from tests.faults.scenario import scenario
+from tests.integration.processes import LLMServer, wait_until
 
 JOBS = 60
 
@@ -29,14 +21,9 @@ JOBS = 60
 def test_sigterm_finishes_in_flight_jobs_and_hands_back_the_rest(
     tmp_path: Path, llm_server: LLMServer, record: Record
 ) -> None:
-    broker = start_redis(tmp_path, secrets.token_urlsafe(16))
-    env = worker_env(broker, llm_server.url)
-    env.pop("WORKER_CONCURRENCY")
-    app = client_app(broker)
-    ledger = Ledger(app, broker.client())
-    first = start_worker(tmp_path, env, "term")
-    second = None
-    try:
+    with scenario(tmp_path, llm_server.url) as run:
+        ledger = run.ledger
+        first = run.start_worker("term")
         for n in range(JOBS):
             ledger.submit("chat", chat(n, max_tokens=48))
         wait_until(lambda: ledger.finished() >= 5, 60, "the first jobs")
@@ -46,22 +33,17 @@ def test_sigterm_finishes_in_flight_jobs_and_hands_back_the_rest(
         received = set(re.findall(r"\[([0-9a-f-]{36})\] received", first.output()))
         ended = set(re.findall(r"\[([0-9a-f-]{36})\] succeeded in", first.output()))
         assert received == ended, "every job the first worker started, it finished"
-        assert broker.client().hlen("unacked") == 0, "nothing was left delivered but unacked"
-        second = start_worker(tmp_path, env, "after-term")
+        assert run.broker.client().hlen("unacked") == 0, "nothing left delivered but unacked"
+        run.start_worker("after-term")
         waited = ledger.wait(timeout=180)
-        row = ledger.row(
-            "worker SIGTERM (warm shutdown)",
-            [first.log, second.log],
-            note=f"{finished_by_first} finished before exit, the rest by a new worker",
-            seconds=round(waited, 1),
+        row = record(
+            ledger.row(
+                "worker SIGTERM (warm shutdown)",
+                run.logs,
+                note=f"{finished_by_first} finished before exit, the rest by a new worker",
+                seconds=round(waited, 1),
+            )
         )
-        record(row)
         assert row.completed == JOBS and row.lost == 0 and row.duplicated == 0, row
         assert first.proc.returncode == 0
-        assert queue_is_empty(broker.client())
-    finally:
-        stop(first.proc)
-        if second is not None:
-            stop(second.proc)
-        app.close()
-        stop(broker.proc)
+        assert queue_is_empty(run.broker.client())

@@ -8,20 +8,13 @@ are read at the end.
 
 from __future__ import annotations
 
-import secrets
 import time
 from pathlib import Path
 
 from tests.faults.ledger import Ledger, queue_is_empty
 from tests.faults.report import Record
-from tests.integration.processes import (
-    LLMServer,
-    client_app,
-    start_redis,
-    start_worker,
-    stop,
-    worker_env,
-)
+from tests.faults.scenario import scenario
+from tests.integration.processes import LLMServer
 
 JOBS = 5000
 WARMUP = 200
@@ -39,14 +32,10 @@ def rss_mib(pid: int) -> float:
 def test_5000_short_jobs_through_one_worker(
     tmp_path: Path, llm_server: LLMServer, record: Record
 ) -> None:
-    broker = start_redis(tmp_path, secrets.token_urlsafe(16))
-    env = worker_env(broker, llm_server.url, RESULT_EXPIRES=str(RESULT_EXPIRES))
-    env.pop("WORKER_CONCURRENCY")
-    app = client_app(broker)
-    client = broker.client()
-    worker = start_worker(tmp_path, env, "load")
-    try:
-        warm = Ledger(app, client)
+    with scenario(tmp_path, llm_server.url, RESULT_EXPIRES=str(RESULT_EXPIRES)) as run:
+        client = run.broker.client()
+        worker = run.start_worker("load")
+        warm = Ledger(run.app, client)
         for _ in range(WARMUP):
             warm.submit("chat", SHORT)
         warm.wait(timeout=120)
@@ -54,7 +43,7 @@ def test_5000_short_jobs_through_one_worker(
         rss_start = rss_mib(worker.proc.pid)
         redis_start = int(client.info("memory")["used_memory"])
 
-        ledger = Ledger(app, client)
+        ledger = run.ledger
         started = time.monotonic()
         for _ in range(JOBS):
             ledger.submit("chat", SHORT)
@@ -64,19 +53,20 @@ def test_5000_short_jobs_through_one_worker(
         rss_end = rss_mib(worker.proc.pid)
         redis_end = int(client.info("memory")["used_memory"])
         ttls = [client.ttl(f"celery-task-meta-{job_id}") for job_id in ledger.ids[::250]]
-        row = ledger.row(
-            "load: 5,000 short jobs, one worker",
-            [worker.log],
-            note=f"{JOBS / took:.0f} jobs/s",
-            worker_rss_start_mib=round(rss_start, 1),
-            worker_rss_end_mib=round(rss_end, 1),
-            redis_used_start_mib=round(redis_start / 2**20, 1),
-            redis_used_end_mib=round(redis_end / 2**20, 1),
-            redis_bytes_per_job=round((redis_end - redis_start) / JOBS),
-            submit_seconds=round(submitted_in, 1),
-            seconds=round(waited, 1),
+        row = record(
+            ledger.row(
+                "load: 5,000 short jobs, one worker",
+                run.logs,
+                note=f"{JOBS / took:.0f} jobs/s",
+                worker_rss_start_mib=round(rss_start, 1),
+                worker_rss_end_mib=round(rss_end, 1),
+                redis_used_start_mib=round(redis_start / 2**20, 1),
+                redis_used_end_mib=round(redis_end / 2**20, 1),
+                redis_bytes_per_job=round((redis_end - redis_start) / JOBS),
+                submit_seconds=round(submitted_in, 1),
+                seconds=round(waited, 1),
+            )
         )
-        record(row)
         assert row.completed == JOBS and row.lost == 0 and row.duplicated == 0, row
         assert queue_is_empty(client)
         # Flat: no more than 64 MiB of growth over 5,000 jobs (about 13 KiB a job).
@@ -84,7 +74,3 @@ def test_5000_short_jobs_through_one_worker(
         # Bounded: what stays in Redis is the results, and each expires as configured.
         assert (redis_end - redis_start) / JOBS < 4096, (redis_start, redis_end)
         assert all(0 < ttl <= RESULT_EXPIRES for ttl in ttls), ttls
-    finally:
-        stop(worker.proc)
-        app.close()
-        stop(broker.proc)

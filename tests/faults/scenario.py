@@ -1,0 +1,72 @@
+"""One fault scenario's parts: its own redis-server, a client app, a ledger, and its workers.
+
+Everything it started is stopped when the `with` block ends, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.faults.ledger import Ledger
+from tests.integration.processes import (
+    RedisServer,
+    Worker,
+    client_app,
+    start_redis,
+    start_worker,
+    stop,
+    worker_env,
+)
+
+
+@dataclass
+class Scenario:
+    tmp: Path
+    broker: RedisServer
+    app: Any
+    ledger: Ledger
+    env: dict[str, str]
+    appendonly: bool
+    workers: list[Worker] = field(default_factory=list)
+
+    def start_worker(self, name: str) -> Worker:
+        worker = start_worker(self.tmp, self.env, name)
+        self.workers.append(worker)
+        return worker
+
+    @property
+    def logs(self) -> list[Path]:
+        return [worker.log for worker in self.workers]
+
+    def restart_redis(self) -> None:
+        """Start redis-server again on the same port and directory (after it was stopped)."""
+        broker = self.broker
+        self.broker = start_redis(
+            self.tmp, broker.password, port=broker.port, appendonly=self.appendonly
+        )
+        self.ledger.redis_client = self.broker.client()
+
+
+@contextmanager
+def scenario(
+    tmp: Path, llm_url: str, *, appendonly: bool = False, **overrides: str
+) -> Iterator[Scenario]:
+    """Workers sized to the server (as in production) unless WORKER_CONCURRENCY is given."""
+    broker = start_redis(tmp, secrets.token_urlsafe(16), appendonly=appendonly)
+    env = worker_env(broker, llm_url, **overrides)
+    if "WORKER_CONCURRENCY" not in overrides:
+        env.pop("WORKER_CONCURRENCY")
+    app = client_app(broker)
+    parts = Scenario(tmp, broker, app, Ledger(app, broker.client()), env, appendonly)
+    try:
+        yield parts
+    finally:
+        for worker in parts.workers:
+            stop(worker.proc)
+        app.close()
+        stop(parts.broker.proc)
