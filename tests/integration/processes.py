@@ -111,8 +111,7 @@ def start_redis(tmp: Path, password: str, port: int = 0, appendonly: bool = Fals
     conf = tmp / f"redis-{port}.conf"
     aof = "appendonly yes\nappendfsync everysec\n" if appendonly else "appendonly no\n"
     conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp}\nsave ''\n{aof}"
-        f'requirepass "{password}"\n'
+        f"port {port}\nbind 127.0.0.1\ndir {tmp}\nsave ''\n{aof}requirepass \"{password}\"\n"
     )
     proc = subprocess.Popen(
         [binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
