@@ -114,6 +114,9 @@ class ExtractInput(_Input):
                 raise ValueError(
                     f"schema is not valid JSON ({exc.msg} at char {exc.pos})"
                 ) from None
+            problem = json_problem(value, "schema")
+            if problem:
+                raise ValueError(problem)
         if not isinstance(value, dict):
             raise ValueError(f"schema must be a JSON object, not {type(value).__name__}")
         return value
@@ -208,41 +211,37 @@ def _printable(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
 
 
-def check_json_values(job: str, payload: Any) -> None:
-    """Refuse what no JSON request can carry: lone surrogates, NaN or Infinity, deep nesting.
+def json_problem(payload: Any, root: str = "") -> str | None:
+    """What no JSON request can carry, named by its place: a lone surrogate, NaN or
+    Infinity, or nesting past MAX_DEPTH; None when there is nothing of the kind.
 
-    These pass type checks but fail later, when the request is encoded; caught here they
-    name the field.
+    These pass type checks but fail later, when the request is encoded.
     """
-    stack: list[tuple[Any, str, int]] = [(payload, "", 0)]
+    stack: list[tuple[Any, str, int]] = [(payload, root, 0)]
     while stack:
         value, where, depth = stack.pop()
-        place = where or "input"
+        place = _printable(where or "input", 60)
         if depth > MAX_DEPTH:
-            raise InvalidJobInput(
-                f"Invalid input for {job}: {_printable(place, 60)} is nested more than "
-                f"{MAX_DEPTH} levels deep"
-            )
+            return f"{place} is nested more than {MAX_DEPTH} levels deep"
         if isinstance(value, str):
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise InvalidJobInput(
-                    f"Invalid input for {job}: {place} holds a lone surrogate (such as "
-                    "\\ud800), which is not valid UTF-8 text"
-                ) from None
+                return (
+                    f"{place} holds a lone surrogate (such as \\ud800), which is not valid "
+                    "UTF-8 text"
+                )
         elif isinstance(value, float) and not math.isfinite(value):
-            raise InvalidJobInput(
-                f"Invalid input for {job}: {place} is {value}, which JSON cannot carry"
-            )
+            return f"{place} is {value}, which JSON cannot carry"
         elif isinstance(value, dict):
             for key, item in value.items():
                 name = str(key).encode("utf-8", "backslashreplace").decode("utf-8") or '""'
-                stack.append((key, f"a key of {place}", depth + 1))
+                stack.append((key, f"a key of {where or 'input'}", depth + 1))
                 stack.append((item, f"{where}.{name}" if where else name, depth + 1))
         elif isinstance(value, list | tuple):
             for index, item in enumerate(value):
                 stack.append((item, f"{where}.{index}" if where else str(index), depth + 1))
+    return None
 
 
 def describe_validation_error(job: str, exc: ValidationError) -> str:
@@ -261,7 +260,9 @@ def parse_input(model: type[M], job: str, payload: Any) -> M:
         raise InvalidJobInput(
             f"Invalid input for {job}: expected a JSON object, got {type(payload).__name__}"
         )
-    check_json_values(job, payload)
+    problem = json_problem(payload)
+    if problem:
+        raise InvalidJobInput(f"Invalid input for {job}: {problem}")
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
