@@ -23,6 +23,7 @@ from worker import errors
 
 WRITE = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] (?:succeeded in|raised (?:un)?expected)")
 RECEIVED = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] received")
+SUCCEEDED = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] succeeded in")
 RETRY = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] retry:")
 READY = {"SUCCESS", "FAILURE"}
 
@@ -110,6 +111,11 @@ class Ledger:
                 "retried": len(retries),
                 # Received again without a retry: a dead worker's job handed out once more.
                 "redelivered": sum(received[i] > 1 + retries[i] for i in received),
+                # Lost before any worker logged it as received (see the kill test).
+                "lost never received": sum(
+                    i not in received and metas.get(i, {}).get("status") not in READY
+                    for i in self.ids
+                ),
                 **extra,
             },
         )

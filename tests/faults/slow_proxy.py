@@ -71,28 +71,20 @@ class SlowProxy:
             client_w.close()
             return
         try:
-            await asyncio.gather(self._requests(client_r, up_w), self._pipe(up_r, client_w))
+            await asyncio.gather(self._pipe(client_r, up_w, hold=True), self._pipe(up_r, client_w))
         finally:
             up_w.close()
             client_w.close()
 
-    async def _requests(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        """Client to server: a chunk that starts a slow request waits before it goes on."""
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, hold: bool = False
+    ) -> None:
+        """Copy one direction; with `hold`, a chunk that starts a slow request waits first."""
         try:
             while chunk := await src.read(65536):
-                if chunk.startswith(self.slow_path):
+                if hold and chunk.startswith(self.slow_path):
                     self.held += 1
                     await asyncio.sleep(self.delay_s(self.held))
-                dst.write(chunk)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            dst.close()
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await src.read(65536):
                 dst.write(chunk)
                 await dst.drain()
         except (ConnectionError, OSError):

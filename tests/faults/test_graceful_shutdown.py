@@ -6,11 +6,10 @@ worker failed to hand back would not come back within the test: it would be lost
 
 from __future__ import annotations
 
-import re
 import signal
 from pathlib import Path
 
-from tests.faults.ledger import chat, queue_is_empty
+from tests.faults.ledger import RECEIVED, SUCCEEDED, chat, queue_is_empty
 from tests.faults.report import Record
 from tests.faults.scenario import scenario
 from tests.integration.processes import LLMServer, wait_until
@@ -30,8 +29,8 @@ def test_sigterm_finishes_in_flight_jobs_and_hands_back_the_rest(
         first.proc.send_signal(signal.SIGTERM)
         first.proc.wait(120)
         finished_by_first = ledger.finished()
-        received = set(re.findall(r"\[([0-9a-f-]{36})\] received", first.output()))
-        ended = set(re.findall(r"\[([0-9a-f-]{36})\] succeeded in", first.output()))
+        received = set(RECEIVED.findall(first.output()))
+        ended = set(SUCCEEDED.findall(first.output()))
         assert received == ended, "every job the first worker started, it finished"
         assert run.broker.client().hlen("unacked") == 0, "nothing left delivered but unacked"
         run.start_worker("after-term")
