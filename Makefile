@@ -12,12 +12,15 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench venv env model models-hf vllm-env llama-server up down worker demo doctor logs test test-unit test-integration test-faults test-docker docker-env images lint format clean
+.PHONY: help bench system-deps venv env model models-hf vllm-env llama-server up down worker demo doctor logs test test-unit test-integration test-faults test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+system-deps: ## install missing system packages (redis-server, cmake, g++, make, python3-venv) with apt-get
+	@PYTHON='$(PYTHON)' scripts/system-deps
+
+$(BIN)/.installed: pyproject.toml | system-deps
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kc-worker needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -46,10 +49,10 @@ models-hf: model vllm-env ## convert the default model to safetensors in models/
 	@if $(VLLM_ENV) path >/dev/null 2>&1; then "$$($(VLLM_ENV) path)" scripts/convert_model_hf.py; \
 	else echo "models-hf: skipped, the vLLM venv is not available here"; fi
 
-llama-server: ## build llama.cpp's llama-server from the pinned sdist (cached outside the repo)
+llama-server: system-deps ## build llama.cpp's llama-server from the pinned sdist (cached outside the repo)
 	@$(LLAMA_SERVER_ENV) install
 
-up: venv .env model ## start Redis and the LLM server (compose if Docker answers, else local processes)
+up: system-deps venv .env model ## start Redis and the LLM server (compose if Docker answers, else local processes)
 	$(KCW) up
 
 down: ## stop what `make up` started
@@ -58,7 +61,7 @@ down: ## stop what `make up` started
 worker: venv .env ## run a worker in the foreground
 	$(BIN)/celery -A worker worker --loglevel=info
 
-demo: venv .env model ## the whole path on the default model: stack, a worker, one job of each kind
+demo: system-deps venv .env model ## the whole path on the default model: stack, a worker, one job of each kind
 	$(KCW) up --worker
 	$(KCW) demo
 	@echo "The stack is still running: try \`$(KCW) submit chat 'Hello' --wait\`; \`make down\` stops it."
@@ -81,13 +84,13 @@ format: venv ## format the code
 test-unit: venv ## unit tests only (no network)
 	$(BIN)/pytest tests/unit -q
 
-test-integration: venv model models-hf llama-server ## real redis-server, llama.cpp and vLLM servers, real workers
+test-integration: system-deps venv model models-hf llama-server ## real redis-server, llama.cpp and vLLM servers, real workers
 	$(BIN)/pytest tests/integration -v
 
-test: venv model models-hf llama-server lint ## lint, then the unit, integration and fault tiers
+test: system-deps venv model models-hf llama-server lint ## lint, then the unit, integration and fault tiers
 	$(BIN)/pytest tests/unit tests/integration tests/faults -v -ra
 
-test-faults: venv model llama-server ## the fault tier alone: kill workers, restart Redis, stop the LLM server, load, bad input
+test-faults: system-deps venv model llama-server ## the fault tier alone: kill workers, restart Redis, stop the LLM server, load, bad input
 	$(BIN)/pytest tests/faults -v -ra
 
 docker-env: venv ## install and start a Docker engine, compose and hadolint; build stand-in bases
