@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from worker.app import celery_config
+from worker.broker import celery_config
 from worker.config import get_settings
 
 app = Celery("kcw-bench-noop")

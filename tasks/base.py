@@ -10,7 +10,6 @@ from celery import Task, states
 from celery.exceptions import Ignore
 
 from worker import deadline
-from worker.config import get_settings
 from worker.errors import (
     JobTimedOut,
     LLMRateLimited,
@@ -18,6 +17,7 @@ from worker.errors import (
     LLMResponseInvalid,
     LLMUnavailable,
 )
+from worker.runtime.process import worker_settings
 
 __all__ = ["LLMTask", "equal_jitter"]
 
@@ -45,11 +45,11 @@ class LLMTask(Task):  # type: ignore[type-arg]
 
     @property
     def max_retries(self) -> int:  # type: ignore[override]
-        return get_settings().task_max_retries
+        return worker_settings().task_max_retries
 
     @property
     def retry_backoff_max(self) -> int:
-        return get_settings().task_retry_backoff_max
+        return worker_settings().task_retry_backoff_max
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
@@ -60,7 +60,7 @@ class LLMTask(Task):  # type: ignore[type-arg]
             # the message. Running it again would replace a result a client may have read.
             log.info("job %s was delivered again but already has a result: skipped", request.id)
             raise Ignore()
-        settings = get_settings()
+        settings = worker_settings()
         with deadline.job_deadline(settings.task_soft_time_limit, settings.task_time_limit):
             return super().__call__(*args, **kwargs)
 

@@ -1,9 +1,7 @@
-"""`kcw.summarize`: a document of any length.
+"""`kcw.summarize`: a document of any length; long ones fan out as a Celery chord.
 
-A document that fits the model's context is summarized in one call. A longer one
-is split by the served context length; a Celery chord summarizes the chunks in
-parallel, then one step combines the partial summaries (in more rounds if they
-still do not fit).
+The rounds, the chunking and the usage carried between rounds are in
+`worker.jobs.summarize`; this module turns its `FanOut` into a chord.
 """
 
 from __future__ import annotations
@@ -14,68 +12,36 @@ from uuid import uuid4
 from celery import chord
 
 from tasks.base import LLMTask
-from worker import jobs
 from worker.app import app
-from worker.config import get_settings
-from worker.errors import ContextLengthExceeded
-from worker.inputs import SummarizeInput, parse_input
-from worker.llm_client import Usage
-from worker.runtime import get_client
+from worker.jobs import summarize as job
+from worker.runtime.process import get_client, job_context
 
-# Rounds of combining before giving up; each round shrinks the text by about chunks x.
-MAX_ROUNDS = 4
+__all__ = ["combine_summaries", "summarize", "summarize_chunk"]
 
 
-def _map_reduce(
-    task: LLMTask,
-    text: str,
-    options: dict[str, Any],
-    chunks_so_far: int,
-    plan: jobs.SummaryPlan | None = None,
-) -> Any:
-    """Summarize `text` now if it fits, else replace `task` with a chord over its chunks."""
-    client = get_client()
-    plan = plan or jobs.plan_summary(client, text, options["max_tokens"])
-    if len(plan.chunks) == 1:
-        result = jobs.summarize_part(
-            client,
-            text,
-            max_tokens=options["max_tokens"],
-            instructions=options["instructions"],
-            part=None,
-        )
-        usage = _usage(result).add(_carried(options))
-        return {**result, "usage": usage.as_dict(), "chunks": max(chunks_so_far, 1)}
-    if options["round"] >= MAX_ROUNDS:
-        raise ContextLengthExceeded(
-            f"The summaries still do not fit the context after {MAX_ROUNDS} rounds: lower "
-            "max_tokens (SUMMARY_MAX_TOKENS) or raise N_CTX on the server."
-        )
-    total = len(plan.chunks)
+def _finish(task: LLMTask, outcome: dict[str, Any] | job.FanOut) -> Any:
+    """Return a finished summary, or replace `task` with a chord over the chunks."""
+    if not isinstance(outcome, job.FanOut):
+        return outcome
+    total = len(outcome.chunks)
     header = [
-        summarize_chunk.s(chunk, index, total, options).set(task_id=str(uuid4()))
-        for index, chunk in enumerate(plan.chunks, 1)
+        summarize_chunk.s(chunk, index, total, outcome.options).set(task_id=str(uuid4()))
+        for index, chunk in enumerate(outcome.chunks, 1)
     ]
-    next_options = {**options, "round": options["round"] + 1}
     task.progress(
-        stage=f"summarizing {total} chunks (round {next_options['round']})",
+        stage=f"summarizing {total} chunks (round {outcome.options['round']})",
         total=total,
         chunk_ids=[sig.id for sig in header],
-        context_length=plan.context_length,
+        context_length=outcome.context_length,
     )
-    return task.replace(chord(header, combine_summaries.s(next_options, chunks_so_far + total)))
+    combine = combine_summaries.s(outcome.options, outcome.chunks_total)
+    return task.replace(chord(header, combine))
 
 
-@app.task(bind=True, base=LLMTask, name="kcw.summarize")
+@app.task(bind=True, base=LLMTask, name=job.KIND.task_name)
 def summarize(self: LLMTask, payload: dict[str, Any]) -> Any:
     """A document in; its summary, the number of chunks and usage out."""
-    inp = parse_input(SummarizeInput, "summarize", payload)
-    options = {
-        "max_tokens": inp.max_tokens or get_settings().summary_max_tokens,
-        "instructions": inp.instructions,
-        "round": 0,
-    }
-    return _map_reduce(self, inp.text, options, 0)
+    return _finish(self, job.start(job_context(), job.KIND.parse(payload)))
 
 
 @app.task(bind=True, base=LLMTask, name="kcw.summarize.chunk")
@@ -83,13 +49,7 @@ def summarize_chunk(
     self: LLMTask, text: str, index: int, total: int, options: dict[str, Any]
 ) -> dict[str, Any]:
     """One chunk of a long document."""
-    return jobs.summarize_part(
-        get_client(),
-        text,
-        max_tokens=options["max_tokens"],
-        instructions=options["instructions"],
-        part=(index, total),
-    )
+    return job.summarize_chunk(get_client(), text, index, total, options)
 
 
 @app.task(bind=True, base=LLMTask, name="kcw.summarize.combine")
@@ -98,28 +58,4 @@ def combine_summaries(
 ) -> Any:
     """Merge the chunk summaries; another round of chunks if they still do not fit."""
     self.progress(stage=f"combining {len(partials)} summaries", chunks=chunks)
-    usage = _carried(options)
-    for part in partials:
-        usage.add(_usage(part))
-    texts = [part["summary"] for part in partials]
-    client = get_client()
-    joined = "\n\n".join(texts)
-    plan = jobs.plan_summary(client, joined, options["max_tokens"])
-    if len(plan.chunks) > 1:
-        # Still too long: another round over the partial summaries, carrying the usage so far.
-        return _map_reduce(self, joined, {**options, "usage": usage.as_dict()}, chunks, plan)
-    result = jobs.combine_summaries(
-        client, texts, max_tokens=options["max_tokens"], instructions=options["instructions"]
-    )
-    usage.add(_usage(result))
-    return {**result, "usage": usage.as_dict(), "chunks": chunks}
-
-
-def _usage(result: dict[str, Any]) -> Usage:
-    return Usage.from_dict(result["usage"])
-
-
-def _carried(options: dict[str, Any]) -> Usage:
-    """Usage of earlier rounds, passed along in the options of a multi-round summary."""
-    carried = options.get("usage")
-    return _usage({"usage": carried}) if carried else Usage()
+    return _finish(self, job.combine(get_client(), partials, options, chunks))

@@ -1,20 +1,38 @@
-"""One Settings object, read from the environment and `.env`.
+"""Settings by audience, read from the environment and `.env`.
 
-Compose, the llama.cpp launcher and the worker share one `.env`, so unknown
-keys are ignored and real environment variables win over the file.
+Compose, the llama.cpp launcher, `kcw` and the worker share one `.env`, so unknown
+keys are ignored and real environment variables win over the file. Each part reads
+the class for its audience and receives it explicitly:
+
+    WorkerSettings      the worker and every submitter: Redis, the LLM servers, jobs
+    StackSettings       `kcw up` and `kcw models pull`: the worker's keys plus the local
+                        llama.cpp server and the images compose needs
+    ComposeSettings     keys only the compose files and image builds read
+    Settings            every key of `.env`, checked as a whole by `kcw`
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PLACEHOLDER_SECRETS", "Settings", "SettingsError", "get_settings", "load_settings"]
+from worker.errors import SettingsError
+
+__all__ = [
+    "PLACEHOLDER_SECRETS",
+    "ComposeSettings",
+    "Settings",
+    "SettingsError",
+    "StackSettings",
+    "WorkerSettings",
+    "get_settings",
+    "load_settings",
+]
 
 # Values shipped in .env.sample; a real deployment must replace them.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "please-change-me"})
@@ -22,6 +40,8 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "please-change-me"})
 # Extra seconds a message stays invisible beyond the longest task, so a slow
 # worker finishing near its hard limit is never raced by a redelivery.
 VISIBILITY_MARGIN_S = 300
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 def _server_url(raw: str) -> str:
@@ -32,16 +52,14 @@ def _server_url(raw: str) -> str:
     return url.removesuffix("/v1")
 
 
-class SettingsError(ValueError):
-    """A setting has a value the worker cannot use; the message names the key."""
-
-
-class Settings(BaseSettings):
-    """Every key the worker, `make up` and the compose files read."""
-
+class _EnvSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
+
+
+class WorkerSettings(_EnvSettings):
+    """What the worker and every submitter read: Redis, the LLM servers, the jobs' limits."""
 
     # Redis: broker and result backend.
     redis_host: str = "localhost"
@@ -78,50 +96,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(0, ge=0, le=1024, description="0 = sized to the servers")
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
 
-    # Task behaviour.
+    # Job behaviour.
     extract_max_attempts: int = Field(3, ge=1, le=10)
     summary_max_tokens: int = Field(256, ge=16)
-
-    # The llama.cpp server that `make up` or compose starts.
-    llamacpp_engine: Literal["server", "python"] = "server"
-    model_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    n_ctx: int = Field(4096, ge=256)
-    n_parallel: int = Field(8, ge=1, le=256)
-    n_gpu_layers: int = Field(0, ge=-1)
-    embedding: bool = False
-    llm_port: int = Field(8000, ge=1, le=65535)
-
-    # How `make up` runs the stack: auto (compose where a Docker engine answers), compose, local.
-    kcw_stack: Literal["auto", "compose", "local"] = "auto"
-
-    # Docker compose (read by the compose files; listed here so one .env is checked as a whole).
-    compose_file: str = "docker-compose.yml:docker-compose.llamacpp.yml"
-    worker_network: str = "worker-network"
-    redis_image: str = "redis:7.4.2-alpine"
-    redis_maxmemory: str = "0"
-    llamacpp_image: str = "kc-worker-llamacpp:latest"
-    llamacpp_base_image: str = "python:3.11.14-slim-bookworm"
-    llamacpp_runtime_image: str = ""
-    llamacpp_cmake_args: str = ""
-    llm_start_period: str = "180s"
-    nvidia_gpu_count: str = "all"
-    rocm_video_group: str = "video"
-    rocm_render_group: str = "render"
-    vllm_image: str = "vllm/vllm-openai"
-    vllm_version: str = "v0.33.0"
-    vllm_local_image: str = "kc-worker-vllm:latest"
-    vllm_shm_size: str = "16g"
-    vllm_cpu_base_image: str = "python:3.11.14-slim-bookworm"
-    vllm_cpu_local_image: str = "kc-worker-vllm-cpu:latest"
-    vllm_cpu_kvcache_space: int = Field(2, ge=1)
-    model_name: str = "/models/SmolLM2-135M-Instruct"
-    served_model_name: str = ""
-    tensor_parallel_size: int = Field(1, ge=1)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    max_model_len: int = Field(4096, ge=16)
-    vllm_extra_args: str = ""
-    hf_token: SecretStr = SecretStr("")
-    image_registry: str = ""
 
     @field_validator("llm_server_url")
     @classmethod
@@ -141,7 +118,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _time_budget(self) -> Settings:
+    def _time_budget(self) -> WorkerSettings:
         if self.task_time_limit <= self.llm_timeout:
             raise ValueError(
                 f"TASK_TIME_LIMIT ({self.task_time_limit}) must be longer than "
@@ -177,16 +154,72 @@ class Settings(BaseSettings):
             return self.redis_visibility_timeout
         return self.task_time_limit + self.task_retry_backoff_max + VISIBILITY_MARGIN_S
 
+
+class StackSettings(WorkerSettings):
+    """What `kcw up` and `kcw models pull` read on top of the worker's keys."""
+
+    # The llama.cpp server that `make up` or compose starts.
+    llamacpp_engine: Literal["server", "python"] = "server"
+    model_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    n_ctx: int = Field(4096, ge=256)
+    n_parallel: int = Field(8, ge=1, le=256)
+    n_gpu_layers: int = Field(0, ge=-1)
+    embedding: bool = False
+    llm_port: int = Field(8000, ge=1, le=65535)
+
+    # How `make up` runs the stack: auto (compose where a Docker engine answers), compose, local.
+    kcw_stack: Literal["auto", "compose", "local"] = "auto"
+
+    # The compose layering and the images `kcw up` checks before it runs compose.
+    compose_file: str = "docker-compose.yml:docker-compose.llamacpp.yml"
+    redis_image: str = "redis:7.4.2-alpine"
+    llamacpp_image: str = "kc-worker-llamacpp:latest"
+    llamacpp_base_image: str = "python:3.11.14-slim-bookworm"
+    llamacpp_runtime_image: str = ""
+    vllm_image: str = "vllm/vllm-openai"
+    vllm_version: str = "v0.33.0"
+    vllm_local_image: str = "kc-worker-vllm:latest"
+    vllm_cpu_base_image: str = "python:3.11.14-slim-bookworm"
+    vllm_cpu_local_image: str = "kc-worker-vllm-cpu:latest"
+
+    # `kcw models pull`: a Hugging Face token for gated models.
+    hf_token: SecretStr = SecretStr("")
+
     @property
     def model_path(self) -> Path:
         """Where `make up` finds the GGUF model on the host."""
         return Path("models/gguf") / self.model_file
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build Settings, turning validation errors into one message per bad key."""
+class ComposeSettings(_EnvSettings):
+    """Keys only the compose files and image builds read; listed so `.env` is checked whole."""
+
+    worker_network: str = "worker-network"
+    redis_maxmemory: str = "0"
+    llamacpp_cmake_args: str = ""
+    llm_start_period: str = "180s"
+    nvidia_gpu_count: str = "all"
+    rocm_video_group: str = "video"
+    rocm_render_group: str = "render"
+    vllm_shm_size: str = "16g"
+    vllm_cpu_kvcache_space: int = Field(2, ge=1)
+    model_name: str = "/models/SmolLM2-135M-Instruct"
+    served_model_name: str = ""
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int = Field(4096, ge=16)
+    vllm_extra_args: str = ""
+    image_registry: str = ""
+
+
+class Settings(StackSettings, ComposeSettings):
+    """Every key the worker, `kcw`, the compose files and the image builds read."""
+
+
+def load_settings(cls: type[S] = Settings, **overrides: object) -> S:  # type: ignore[assignment]
+    """Build settings of `cls`, turning validation errors into one message per bad key."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -204,5 +237,5 @@ def load_settings(**overrides: object) -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide Settings, read once on first use."""
-    return load_settings()
+    """Every key, read once per process on first use (for `kcw`; the worker reads its own)."""
+    return load_settings(Settings)

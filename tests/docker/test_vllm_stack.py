@@ -22,7 +22,8 @@ from tests.integration.processes import (
     submitter,
     worker_env,
 )
-from worker.demo import PERSON_SCHEMA, long_document
+from worker.jobs.extract import PERSON_SCHEMA
+from worker.jobs.summarize import long_document
 
 FILES = ["docker-compose.yml", "docker-compose.vllm.yml", "docker-compose.vllm.cpu.yml"]
 

@@ -31,15 +31,12 @@ from tests.integration.processes import Worker, free_port
 from worker import cli, errors
 from worker.config import get_settings
 from worker.errors import InvalidJobInput
-from worker.inputs import (
-    MAX_SCHEMA_CHARS,
-    ChatInput,
-    ClassifyInput,
-    EmbedInput,
-    ExtractInput,
-    SummarizeInput,
-    parse_input,
-)
+from worker.jobs.chat import ChatInput
+from worker.jobs.classify import ClassifyInput
+from worker.jobs.embed import EmbedInput
+from worker.jobs.extract import ExtractInput
+from worker.jobs.inputs import MAX_SCHEMA_CHARS, parse_input
+from worker.jobs.summarize import SummarizeInput
 
 F = TypeVar("F", bound=Callable[..., Any])
 

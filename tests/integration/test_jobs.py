@@ -9,7 +9,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from worker.demo import PERSON_SCHEMA, long_document
+from worker.jobs.extract import PERSON_SCHEMA
+from worker.jobs.summarize import long_document
 
 Submit = Callable[..., Any]
 

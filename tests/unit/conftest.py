@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from worker.config import Settings, load_settings
-from worker.llm_client import LLMClient
+from worker.llm.client import LLMClient
 
 JSON = dict[str, Any]
 Reply = Callable[[httpx.Request], httpx.Response]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import worker
-from worker.app import QUEUE, celery_config
+from worker.broker import QUEUE, celery_config
 from worker.config import Settings, load_settings
 
 if TYPE_CHECKING:

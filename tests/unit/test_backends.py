@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 
-from worker.backends import (
+from worker.llm.backends import (
     LLAMA_CPP_PYTHON,
     LLAMA_SERVER,
     PROFILES,

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from worker.chunking import split_text
+from worker.jobs.chunking import split_text
 
 
 def words_of(text: str) -> str:

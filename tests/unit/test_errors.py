@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -10,9 +13,7 @@ from celery.backends.base import BaseBackend
 
 from worker import errors
 from worker.errors import (
-    AuthenticationFailed,
     ContextLengthExceeded,
-    EmbeddingsUnsupported,
     InvalidJobInput,
     JobTimedOut,
     LLMError,
@@ -21,37 +22,65 @@ from worker.errors import (
     LLMResponseInvalid,
     LLMServerDown,
     LLMUnavailable,
-    ModelNotFound,
 )
 
-# (class, its parent) exactly as the module docstring draws the tree.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def drawn_tree() -> dict[str, str]:
+    """Each class the module docstring draws, with the class drawn above it."""
+    parents: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in (errors.__doc__ or "").splitlines():
+        match = re.match(r"^(\s*)((?:[│ ]   )*)(?:[├└]── )?([A-Z][A-Za-z]+)\s{2,}", line)
+        if not match or not line.startswith("    "):
+            continue
+        depth = len(match.group(2)) // 4 + (1 if "──" in line else 0)
+        name = match.group(3)
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        parents[name] = stack[-1][1] if stack else "Exception"
+        stack.append((depth, name))
+    return parents
+
+
 TREE = [
-    (LLMError, Exception),
-    (LLMUnavailable, LLMError),
-    (LLMServerDown, LLMUnavailable),
-    (LLMRateLimited, LLMUnavailable),
-    (LLMRequestRejected, LLMError),
-    (InvalidJobInput, LLMRequestRejected),
-    (ContextLengthExceeded, LLMRequestRejected),
-    (AuthenticationFailed, LLMRequestRejected),
-    (ModelNotFound, LLMRequestRejected),
-    (EmbeddingsUnsupported, LLMRequestRejected),
-    (LLMResponseInvalid, LLMError),
-    (JobTimedOut, LLMError),
+    (getattr(errors, name), getattr(errors, parent, Exception))
+    for name, parent in drawn_tree().items()
 ]
 ALL_ERRORS = [cls for cls, _ in TREE]
+JOB_ERRORS = [cls for cls in ALL_ERRORS if issubclass(cls, LLMError)]
+
+
+def test_the_docstring_draws_the_whole_tree() -> None:
+    assert len(TREE) >= 20
+    assert TREE[0] == (errors.KcwError, Exception)
 
 
 @pytest.mark.parametrize(("cls", "parent"), TREE, ids=[c.__name__ for c, _ in TREE])
 def test_each_error_has_the_parent_the_docstring_draws(
     cls: type[Exception], parent: type[Exception]
 ) -> None:
-    assert cls.__bases__ == (parent,)
-    assert f"{cls.__name__} " in (errors.__doc__ or "")
+    ours = [base for base in cls.__bases__ if base.__module__ == errors.__name__]
+    assert (ours or [Exception])[0] is parent
 
 
 def test_every_exported_error_is_in_the_tree() -> None:
     assert sorted(errors.__all__) == sorted(cls.__name__ for cls in ALL_ERRORS)
+
+
+def test_no_exception_class_is_defined_outside_the_error_module() -> None:
+    outside = []
+    for path in [*ROOT.glob("worker/**/*.py"), *ROOT.glob("tasks/**/*.py")]:
+        if path == ROOT / "worker/errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(base, ast.Name) and base.id.endswith(("Error", "Exception"))
+                for base in node.bases
+            ):
+                outside.append(f"{path.relative_to(ROOT)}:{node.name}")
+    assert outside == []
 
 
 @pytest.mark.parametrize("cls", ALL_ERRORS, ids=lambda c: c.__name__)
@@ -61,19 +90,19 @@ def test_every_error_says_when_it_is_raised(cls: type[Exception]) -> None:
 
 
 def test_retried_and_never_retried_branches_do_not_overlap() -> None:
-    retried = [cls for cls in ALL_ERRORS if issubclass(cls, LLMUnavailable)]
+    retried = [cls for cls in JOB_ERRORS if issubclass(cls, LLMUnavailable)]
     never = [
         cls
-        for cls in ALL_ERRORS
+        for cls in JOB_ERRORS
         if issubclass(cls, LLMRequestRejected | LLMResponseInvalid | JobTimedOut)
     ]
 
     assert retried == [LLMUnavailable, LLMServerDown, LLMRateLimited]
     assert not set(retried) & set(never)
-    assert set(retried) | set(never) == set(ALL_ERRORS) - {LLMError}
+    assert set(retried) | set(never) == set(JOB_ERRORS) - {LLMError}
 
 
-@pytest.mark.parametrize("cls", ALL_ERRORS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", JOB_ERRORS, ids=lambda c: c.__name__)
 def test_str_is_the_message(cls: type[LLMError]) -> None:
     error = cls("Set LLM_MODEL to a served model.")
 
@@ -101,7 +130,7 @@ def test_response_invalid_without_output() -> None:
     assert error.last_output is None
 
 
-@pytest.mark.parametrize("cls", ALL_ERRORS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", JOB_ERRORS, ids=lambda c: c.__name__)
 def test_errors_rebuild_from_their_args(cls: type[LLMError]) -> None:
     original = cls("the message")
 

@@ -8,14 +8,12 @@ from typing import Any
 import pytest
 
 from worker.errors import InvalidJobInput, LLMRequestRejected
-from worker.inputs import (
-    ChatInput,
-    ClassifyInput,
-    EmbedInput,
-    ExtractInput,
-    SummarizeInput,
-    parse_input,
-)
+from worker.jobs.chat import ChatInput
+from worker.jobs.classify import ClassifyInput
+from worker.jobs.embed import EmbedInput
+from worker.jobs.extract import ExtractInput
+from worker.jobs.inputs import parse_input
+from worker.jobs.summarize import SummarizeInput
 
 HELLO = [{"role": "user", "content": "Hello"}]
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}

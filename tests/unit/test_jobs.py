@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from worker import jobs
 from worker.errors import (
     AuthenticationFailed,
     ContextLengthExceeded,
@@ -16,7 +15,11 @@ from worker.errors import (
     LLMRequestRejected,
     LLMResponseInvalid,
 )
-from worker.inputs import ChatInput, ClassifyInput, EmbedInput, ExtractInput
+from worker.jobs import chat, classify, embed, extract, summarize
+from worker.jobs.chat import ChatInput
+from worker.jobs.classify import ClassifyInput
+from worker.jobs.embed import EmbedInput
+from worker.jobs.extract import ExtractInput
 
 if TYPE_CHECKING:
     from tests.unit.conftest import ClientFactory, FakeServer, ServerFactory
@@ -78,7 +81,7 @@ def test_chat_job_returns_text_finish_reason_model_and_usage(
         {"messages": [{"role": "user", "content": "Hello"}], "top_p": 0.9}
     )
 
-    result = jobs.chat(make_client(server), inp)
+    result = chat.chat(make_client(server), inp)
 
     llm_seconds = result["usage"].pop("llm_seconds")
     assert result == {
@@ -100,7 +103,7 @@ def test_extract_sends_llamacpp_json_object_with_the_schema(
 ) -> None:
     server = make_server("llamacpp").answer('{"name": "Ada"}')
 
-    result = jobs.extract(make_client(server), extract_input(), max_attempts=3)
+    result = extract.extract(make_client(server), extract_input(), max_attempts=3)
 
     assert result["data"] == {"name": "Ada"}
     assert result["attempts"] == 1
@@ -114,7 +117,7 @@ def test_extract_sends_vllm_json_schema(
 ) -> None:
     server = make_server("vllm").answer('{"name": "Ada"}')
 
-    jobs.extract(make_client(server), extract_input(), max_attempts=3)
+    extract.extract(make_client(server), extract_input(), max_attempts=3)
 
     [body] = server.bodies("POST", CHAT)
     assert body["response_format"] == {
@@ -128,7 +131,7 @@ def test_extract_asks_again_after_invalid_output_then_succeeds(
 ) -> None:
     server = make_server().answer("Sure! Here it is", '{"name": 5}', '{"name": "Ada"}')
 
-    result = jobs.extract(make_client(server), extract_input(), max_attempts=3)
+    result = extract.extract(make_client(server), extract_input(), max_attempts=3)
 
     assert result["data"] == {"name": "Ada"}
     assert result["attempts"] == 3
@@ -148,7 +151,7 @@ def test_extract_says_when_the_answer_was_cut_off(
     server.answer('{"name": "Ad', finish_reason="length")
     server.answer('{"name": "Ada"}')
 
-    jobs.extract(make_client(server), extract_input(), max_attempts=2)
+    extract.extract(make_client(server), extract_input(), max_attempts=2)
 
     second = server.bodies("POST", CHAT)[1]
     assert "the answer was cut off at max_tokens" in last_user_message(second)
@@ -161,7 +164,7 @@ def test_extract_gives_up_after_max_attempts_with_the_last_output(
     server = make_server().answer('{"name": 5}')
 
     with pytest.raises(LLMResponseInvalid) as caught:
-        jobs.extract(make_client(server), extract_input(), max_attempts=max_attempts)
+        extract.extract(make_client(server), extract_input(), max_attempts=max_attempts)
 
     error = caught.value
     assert error.last_output == '{"name": 5}'
@@ -177,9 +180,9 @@ def test_extract_keeps_only_the_start_of_a_huge_last_output(
     server = make_server().answer("x" * 10_000)
 
     with pytest.raises(LLMResponseInvalid) as caught:
-        jobs.extract(make_client(server), extract_input(), max_attempts=1)
+        extract.extract(make_client(server), extract_input(), max_attempts=1)
 
-    assert caught.value.last_output == "x" * jobs.SHOWN_OUTPUT_CHARS
+    assert caught.value.last_output == "x" * extract.SHOWN_OUTPUT_CHARS
 
 
 # --- classify ---------------------------------------------------------------------------------
@@ -190,7 +193,7 @@ def test_classify_on_llamacpp_returns_a_label_from_the_list(
 ) -> None:
     server = make_server("llamacpp").answer('{"label": "spam"}')
 
-    result = jobs.classify(make_client(server), classify_input(), max_attempts=3)
+    result = classify.classify(make_client(server), classify_input(), max_attempts=3)
 
     assert result["label"] == "spam"
     assert result["model"] == "smollm2"
@@ -204,7 +207,7 @@ def test_classify_on_vllm_sends_structured_outputs_choice(
 ) -> None:
     server = make_server("vllm").answer("ham")
 
-    result = jobs.classify(make_client(server), classify_input(), max_attempts=3)
+    result = classify.classify(make_client(server), classify_input(), max_attempts=3)
 
     assert result["label"] == "ham"
     [body] = server.bodies("POST", CHAT)
@@ -217,7 +220,7 @@ def test_classify_asks_again_after_an_unparseable_answer(
 ) -> None:
     server = make_server("llamacpp").answer("spam!", '{"label": "ham"}')
 
-    result = jobs.classify(make_client(server), classify_input(), max_attempts=3)
+    result = classify.classify(make_client(server), classify_input(), max_attempts=3)
 
     assert result["label"] == "ham"
     assert result["usage"]["total_tokens"] == 30
@@ -233,7 +236,7 @@ def test_classify_raises_when_the_model_keeps_answering_outside_the_labels(
     server = make_server(backend).answer(answer)
 
     with pytest.raises(LLMResponseInvalid) as caught:
-        jobs.classify(make_client(server), classify_input(), max_attempts=2)
+        classify.classify(make_client(server), classify_input(), max_attempts=2)
 
     assert caught.value.last_output == answer
     assert "['spam', 'ham']" in str(caught.value)
@@ -250,7 +253,7 @@ def test_long_text_is_split_into_chunks_sized_from_n_ctx_and_the_tokenizer(
     server = make_server("llamacpp", n_ctx=1024).add("POST", "/extras/tokenize", tokenizer(4))
     text = document(paragraphs=40)
 
-    plan = jobs.plan_summary(make_client(server), text, summary_tokens=128)
+    plan = summarize.plan_summary(make_client(server), text, summary_tokens=128)
 
     # (1024 - 128 summary - 96 prompt) * 0.85 = 680 tokens, at 4 chars per token.
     assert plan.context_length == 1024
@@ -268,7 +271,7 @@ def test_token_count_may_come_as_a_count_field(
     server = make_server("llamacpp", n_ctx=1024)
     server.add("POST", "/extras/tokenize", tokenizer(2, shape="count"))
 
-    plan = jobs.plan_summary(make_client(server), document(paragraphs=40), summary_tokens=128)
+    plan = summarize.plan_summary(make_client(server), document(paragraphs=40), summary_tokens=128)
 
     assert plan.chunk_chars == 680 * 2
 
@@ -278,7 +281,7 @@ def test_vllm_chunks_are_sized_from_max_model_len(
 ) -> None:
     server = make_server("vllm", max_model_len=2048).add("POST", "/tokenize", tokenizer(4, "count"))
 
-    plan = jobs.plan_summary(make_client(server), document(paragraphs=40), summary_tokens=256)
+    plan = summarize.plan_summary(make_client(server), document(paragraphs=40), summary_tokens=256)
 
     assert plan.context_length == 2048
     assert plan.chunk_chars == int((2048 - 256 - 96) * 0.85) * 4
@@ -289,9 +292,9 @@ def test_without_a_tokenizer_route_a_conservative_ratio_is_used(
 ) -> None:
     server = make_server("llamacpp", n_ctx=1024)  # /extras/tokenize answers 404
 
-    plan = jobs.plan_summary(make_client(server), document(paragraphs=40), summary_tokens=128)
+    plan = summarize.plan_summary(make_client(server), document(paragraphs=40), summary_tokens=128)
 
-    assert plan.chunk_chars == int(680 * jobs.FALLBACK_CHARS_PER_TOKEN)
+    assert plan.chunk_chars == int(680 * summarize.FALLBACK_CHARS_PER_TOKEN)
     assert len(plan.chunks) > 5
 
 
@@ -300,9 +303,9 @@ def test_unknown_context_falls_back_to_2048(
 ) -> None:
     server = make_server("llamacpp", n_ctx=None).add("POST", "/extras/tokenize", tokenizer(4))
 
-    plan = jobs.plan_summary(make_client(server), document(paragraphs=2), summary_tokens=128)
+    plan = summarize.plan_summary(make_client(server), document(paragraphs=2), summary_tokens=128)
 
-    assert plan.context_length == jobs.FALLBACK_CONTEXT
+    assert plan.context_length == summarize.FALLBACK_CONTEXT
 
 
 def test_short_text_is_a_single_chunk(
@@ -311,7 +314,7 @@ def test_short_text_is_a_single_chunk(
     server = make_server("llamacpp", n_ctx=4096).add("POST", "/extras/tokenize", tokenizer(4))
     text = "A short memo. It fits easily."
 
-    plan = jobs.plan_summary(make_client(server), text, summary_tokens=256)
+    plan = summarize.plan_summary(make_client(server), text, summary_tokens=256)
 
     assert plan.chunks == [text]
 
@@ -322,7 +325,7 @@ def test_context_too_small_for_any_chunk_is_refused(
     server = make_server("llamacpp", n_ctx=256).add("POST", "/extras/tokenize", tokenizer(4))
 
     with pytest.raises(ContextLengthExceeded) as caught:
-        jobs.plan_summary(make_client(server), document(paragraphs=2), summary_tokens=128)
+        summarize.plan_summary(make_client(server), document(paragraphs=2), summary_tokens=128)
 
     assert "(256 tokens)" in str(caught.value)
     assert "SUMMARY_MAX_TOKENS" in str(caught.value)
@@ -335,7 +338,7 @@ def test_summarize_part_names_the_part_and_strips_the_summary(
 ) -> None:
     server = make_server().answer("  The gist.\n")
 
-    result = jobs.summarize_part(
+    result = summarize.summarize_part(
         make_client(server), "chunk text", max_tokens=64, instructions="Be brief.", part=(2, 5)
     )
 
@@ -351,7 +354,7 @@ def test_combine_summaries_lists_the_parts_in_order(
 ) -> None:
     server = make_server().answer("All of it.")
 
-    result = jobs.combine_summaries(
+    result = summarize.combine_summaries(
         make_client(server), ["first", "second"], max_tokens=64, instructions=None
     )
 
@@ -384,7 +387,7 @@ def test_embed_returns_vectors_and_dimensions(
     server = make_server("vllm")
     embeddings_reply(server, [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
 
-    result = jobs.embed(make_client(server), EmbedInput(texts=["a", "b"]))
+    result = embed.embed(make_client(server), EmbedInput(texts=["a", "b"]))
 
     assert result["embeddings"] == [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]
     assert result["dimensions"] == 3
@@ -397,7 +400,7 @@ def test_llamacpp_without_embedding_mode_is_embeddings_unsupported_with_a_fix(
     server = make_server("llamacpp").reply("POST", EMBEDDINGS, 500, NO_EMBEDDINGS_500)
 
     with pytest.raises(EmbeddingsUnsupported) as caught:
-        jobs.embed(make_client(server), EmbedInput(texts=["a"]))
+        embed.embed(make_client(server), EmbedInput(texts=["a"]))
 
     message = str(caught.value)
     assert "does not serve embeddings for 'smollm2'" in message
@@ -419,7 +422,7 @@ def test_vllm_generation_model_is_embeddings_unsupported_with_a_fix(
     )
 
     with pytest.raises(EmbeddingsUnsupported, match="--runner pooling"):
-        jobs.embed(make_client(server), EmbedInput(texts=["a"]))
+        embed.embed(make_client(server), EmbedInput(texts=["a"]))
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -429,7 +432,7 @@ def test_embed_auth_failure_stays_authentication_failed(
     server = make_server().reply("POST", EMBEDDINGS, status, {"detail": "Invalid API key"})
 
     with pytest.raises(AuthenticationFailed, match="LLM_API_KEY"):
-        jobs.embed(make_client(server), EmbedInput(texts=["a"]))
+        embed.embed(make_client(server), EmbedInput(texts=["a"]))
 
 
 def test_embed_too_long_stays_context_length_exceeded(
@@ -440,4 +443,4 @@ def test_embed_too_long_stays_context_length_exceeded(
     )
 
     with pytest.raises(ContextLengthExceeded):
-        jobs.embed(make_client(server), EmbedInput(texts=["a"]))
+        embed.embed(make_client(server), EmbedInput(texts=["a"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.limits import AdaptiveLimit, window_for_slots
+from worker.llm.limits import AdaptiveLimit, window_for_slots
 
 
 def test_window_starts_at_capacity_unless_told_otherwise() -> None:

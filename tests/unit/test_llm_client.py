@@ -23,7 +23,9 @@ from worker.errors import (
     LLMUnavailable,
     ModelNotFound,
 )
-from worker.llm_client import Usage, error_from_response, parse_completion, translate_error
+from worker.llm.http_errors import error_from_response, translate_error
+from worker.llm.parsing import parse_completion
+from worker.llm.types import Usage
 
 if TYPE_CHECKING:
     from tests.unit.conftest import ClientFactory, FakeServer, ServerFactory
@@ -853,7 +855,7 @@ def test_usage_adds_up() -> None:
 
 
 def test_vllm_metrics_are_read_from_prometheus_text() -> None:
-    from worker.llm_client import parse_vllm_metrics
+    from worker.llm.parsing import parse_vllm_metrics
 
     text = "\n".join(
         [

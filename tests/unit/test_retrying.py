@@ -15,7 +15,7 @@ from worker.errors import (
     LLMResponseInvalid,
     LLMUnavailable,
 )
-from worker.retrying import WaitRetryAfter, call_retrying
+from worker.llm.retrying import WaitRetryAfter, call_retrying
 
 
 def state_after(error: BaseException, attempt: int) -> RetryCallState:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from worker.limits import AdaptiveLimit
-from worker.routing import Endpoint, ServerPool
+from worker.llm.limits import AdaptiveLimit
+from worker.llm.routing import Endpoint, ServerPool
 
 
 class Clock:

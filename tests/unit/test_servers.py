@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from tests.unit.conftest import MODEL, FakeServer, chat_body, models_body
-from worker.capacity import plan_concurrency
 from worker.config import SettingsError, load_settings
 from worker.errors import LLMServerDown
-from worker.llm_client import LLMClient
+from worker.llm.capacity import plan_concurrency
+from worker.llm.client import LLMClient
 
 if TYPE_CHECKING:
     from tests.unit.conftest import SettingsFactory

@@ -29,6 +29,10 @@ class BackendProfile:
     # llama-cpp-python mixes up token embeddings of several inputs in one request for
     # models without pooling; one input per request gives the right vectors.
     embed_one_at_a_time: bool = False
+    # llama.cpp publishes its slots and build in `/props`; vLLM has no such route.
+    has_props: bool = False
+    # vLLM's `/metrics` says how many requests wait in its queue: a sign our window is too big.
+    reports_queue: bool = False
 
     def schema_request(self, schema: JSON) -> JSON:
         """Request fields that constrain the answer to JSON matching `schema`."""
@@ -67,6 +71,14 @@ class BackendProfile:
         if engine == LLAMA_SERVER:
             return {"content": text, "add_special": False}
         return {"model": model, "input": text}
+
+    def needs_token_pooling(self, engine: str | None, error: str) -> bool:
+        """Does this refusal of `/v1/embeddings` mean: fetch per-token vectors and pool them?
+
+        llama-server with a chat model (pooling none) refuses pooled embeddings but serves
+        per-token vectors on `/embeddings`.
+        """
+        return engine == LLAMA_SERVER and "pooling type 'none'" in error.lower()
 
     def capacity(self, props: JSON | None) -> int | None:
         """Requests the server runs at once: llama.cpp's `total_slots`; None when unknown."""
@@ -112,6 +124,7 @@ PROFILES: dict[BackendName, BackendProfile] = {
             "best with an embedding GGUF model as MODEL_FILE)"
         ),
         embed_one_at_a_time=True,
+        has_props=True,
     ),
     "vllm": BackendProfile(
         name="vllm",
@@ -120,6 +133,7 @@ PROFILES: dict[BackendName, BackendProfile] = {
             "serve an embedding model with vLLM (a second server started with "
             'VLLM_EXTRA_ARGS="--runner pooling") and point LLM_SERVER_URL at it'
         ),
+        reports_queue=True,
     ),
 }
 

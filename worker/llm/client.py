@@ -1,241 +1,39 @@
-"""The client for the OpenAI-compatible LLM server, and the one error boundary.
+"""The pooled client for the OpenAI-compatible LLM servers a worker sends requests to.
 
-Every httpx and openai exception is translated in `translate_error`; callers only
-ever see `worker.errors`. Retries of one call (seconds) happen here with
-tenacity; the SDK's own retries are off so that nothing retries twice.
+Every httpx and openai exception is translated at one boundary
+(`worker.llm.http_errors`); callers only ever see `worker.errors`. Retries of one
+call (seconds) happen here with tenacity; the SDK's own retries are off so that
+nothing retries twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import email.utils
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import openai
 
 from worker import deadline
-from worker.backends import (
-    LLAMA_SERVER,
-    PROFILES,
-    BackendName,
-    BackendProfile,
-    detect_backend,
-)
-from worker.config import Settings
-from worker.errors import (
-    AuthenticationFailed,
-    ContextLengthExceeded,
-    LLMError,
-    LLMRateLimited,
-    LLMRequestRejected,
-    LLMServerDown,
-    LLMUnavailable,
-    ModelNotFound,
-)
-from worker.limits import AdaptiveLimit, window_for_slots
-from worker.retrying import call_retrying
-from worker.routing import Endpoint, Outcome, ServerPool
+from worker.config import WorkerSettings
+from worker.errors import LLMServerDown, LLMUnavailable, ModelNotFound
+from worker.llm.backends import PROFILES, BackendName, detect_backend
+from worker.llm.http_errors import error_from_response, translate_error
+from worker.llm.limits import AdaptiveLimit, window_for_slots
+from worker.llm.parsing import parse_completion, parse_vllm_metrics, pooled
+from worker.llm.retrying import call_retrying
+from worker.llm.routing import Endpoint, Outcome, ServerPool
+from worker.llm.types import Completion, HealthReport, ServerInfo, Usage
 
-__all__ = [
-    "Completion",
-    "LLMClient",
-    "ServerInfo",
-    "Usage",
-    "parse_completion",
-    "translate_error",
-]
+__all__ = ["LLMClient"]
 
 JSON = dict[str, Any]
 T = TypeVar("T")
 # Seconds between two looks at vLLM's queue (`/metrics`) by one worker process.
 METRICS_INTERVAL_S = 5.0
-# Words servers use when a prompt (or max_tokens) does not fit: llama.cpp, vLLM, OpenAI.
-_CONTEXT_MARKERS = (
-    "context length",
-    "context size",
-    "context window",
-    "context_length",
-    "maximum context",
-    "max_model_len",
-)
-
-
-@dataclass
-class Usage:
-    """Token counts, summed over every call a job made."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    # Seconds spent inside successful HTTP calls to the server (queueing and retries excluded).
-    llm_seconds: float = 0.0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, other: Usage) -> Usage:
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.llm_seconds += other.llm_seconds
-        return self
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "llm_seconds": round(self.llm_seconds, 6),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Usage:
-        """Usage as a job result carries it (older results have no llm_seconds)."""
-        return cls(
-            int(data.get("prompt_tokens", 0)),
-            int(data.get("completion_tokens", 0)),
-            float(data.get("llm_seconds", 0.0)),
-        )
-
-
-@dataclass
-class Completion:
-    """One chat completion, reduced to what jobs return."""
-
-    text: str
-    finish_reason: str
-    model: str
-    usage: Usage = field(default_factory=Usage)
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """What the server told us about itself: kind, model and context length."""
-
-    backend: BackendName
-    model: str
-    models: tuple[str, ...]
-    context_length: int | None
-    # Requests the server runs at once (llama.cpp slots); None when it does not say (vLLM).
-    capacity: int | None = None
-    # llama.cpp only: "llama-server" or "llama-cpp-python" (their tokenize routes differ).
-    engine: str | None = None
-
-    @property
-    def profile(self) -> BackendProfile:
-        return PROFILES[self.backend]
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    """The answer of the health route, without interpretation beyond ready or not."""
-
-    state: Literal["ready", "loading", "failed", "unreachable"]
-    status_code: int | None
-    detail: str
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a Retry-After header, given as seconds or as an HTTP date."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None  # unparseable: fall back to our own backoff
-        seconds = parsed.timestamp() - time.time()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
-def _server_message(response: httpx.Response) -> str:
-    """The error text a server put in its body, in OpenAI, vLLM or FastAPI shape."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:500]
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        for key in ("message", "detail", "error"):
-            if body.get(key):
-                return str(body[key])
-    return str(body)[:500]
-
-
-def error_from_response(response: httpx.Response, url: str) -> LLMError:
-    """Map an HTTP error status to our error tree, naming what to fix."""
-    status = response.status_code
-    message = _server_message(response)
-    where = f"{response.request.method} {response.request.url.path}"
-    if status in (401, 403):
-        return AuthenticationFailed(
-            f"The LLM server at {url} refused the API key (HTTP {status}): set LLM_API_KEY "
-            "to the key the server was started with."
-        )
-    if status == 429:
-        return LLMRateLimited(
-            f"The LLM server is rate limiting ({where}: HTTP 429): {message}",
-            retry_after=_retry_after(response),
-        )
-    if status in (502, 503, 504):
-        loading = "loading" in message.lower()
-        reason = "is still loading its model" if loading else f"is unavailable (HTTP {status})"
-        return LLMServerDown(
-            f"The LLM server at {url} {reason}: {message or 'no detail'}. "
-            f"Wait until `curl {url}/health` answers 200.",
-            retry_after=_retry_after(response),
-        )
-    lowered = message.lower()
-    if any(marker in lowered for marker in _CONTEXT_MARKERS) or status == 413:
-        return ContextLengthExceeded(
-            f"The prompt does not fit the model's context: {message} "
-            "Shorten the input, lower max_tokens, or raise N_CTX on the server."
-        )
-    if status == 404 and "model" in lowered:
-        return ModelNotFound(f"{message} Set LLM_MODEL to a model listed by /v1/models.")
-    if status == 404:
-        return LLMRequestRejected(
-            f"{where} is not served at {url} (HTTP 404): check LLM_SERVER_URL and LLM_BACKEND."
-        )
-    return LLMRequestRejected(f"The LLM server rejected {where} (HTTP {status}): {message}")
-
-
-def translate_error(exc: Exception, url: str, timeout: float) -> LLMError:
-    """The one boundary: turn an httpx or openai exception into an LLMError."""
-    if isinstance(exc, LLMError):
-        return exc
-    if isinstance(exc, openai.APIStatusError):
-        return error_from_response(exc.response, url)
-    if isinstance(exc, httpx.ConnectTimeout) or isinstance(exc.__cause__, httpx.ConnectTimeout):
-        return LLMServerDown(
-            f"Cannot connect to the LLM server at {url} (connect timeout): start it "
-            "(`make up`) or fix LLM_SERVER_URL."
-        )
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
-        return LLMUnavailable(
-            f"The LLM server at {url} did not answer within LLM_TIMEOUT={timeout:g}s; "
-            "raise LLM_TIMEOUT or lower max_tokens."
-        )
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
-        return LLMServerDown(
-            f"Cannot reach the LLM server at {url} ({exc.__class__.__name__}): start it "
-            "(`make up`) or fix LLM_SERVER_URL."
-        )
-    if isinstance(exc, httpx.HTTPStatusError):
-        return error_from_response(exc.response, url)
-    if isinstance(exc, ValueError | KeyError | TypeError | openai.OpenAIError):
-        return LLMRequestRejected(f"Unexpected answer from the LLM server at {url}: {exc}")
-    raise exc
 
 
 class LLMClient:
@@ -247,7 +45,7 @@ class LLMClient:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerSettings,
         *,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -398,7 +196,7 @@ class LLMClient:
     def _observe_load(self, endpoint: Endpoint) -> None:
         """On vLLM, every few seconds: requests waiting in its queue mean our window is too big."""
         info = endpoint.info
-        if info is None or info.backend != "vllm":
+        if info is None or not info.profile.reports_queue:
             return
         now = time.monotonic()
         if now < endpoint.next_metrics:
@@ -406,8 +204,7 @@ class LLMClient:
         endpoint.next_metrics = now + METRICS_INTERVAL_S
         load = self.metrics(endpoint)
         if load.get("waiting", 0) > 0:
-            endpoint.limit.cap_at(int(load.get("running", 0)))
-            self.pool.changed()
+            self.pool.cap_at(endpoint, int(load.get("running", 0)))
 
     def list_models(self) -> JSON:
         """The raw `/v1/models` answer of a healthy server."""
@@ -437,8 +234,7 @@ class LLMClient:
         with endpoint.info_lock, self._boundary(endpoint.url):
             if endpoint.info is None:
                 endpoint.info = self._fetch_info(endpoint)
-                endpoint.limit.set_capacity(self.window_of(endpoint.info))
-                self.pool.changed()
+                self.pool.set_capacity(endpoint, self.window_of(endpoint.info))
             return endpoint.info
 
     def window_of(self, info: ServerInfo) -> int:
@@ -466,17 +262,18 @@ class LLMClient:
             if self.settings.llm_backend == "auto"
             else self.settings.llm_backend
         )
-        props = self._props(endpoint) if backend == "llamacpp" else None
+        profile = PROFILES[backend]
+        props = self._props(endpoint) if profile.has_props else None
         context = self.settings.llm_context_length or None
         if context is None:
-            context = PROFILES[backend].context_length(entry, props)
+            context = profile.context_length(entry, props)
         return ServerInfo(
             backend=backend,
             model=model,
             models=ids,
             context_length=context,
-            capacity=PROFILES[backend].capacity(props),
-            engine=PROFILES[backend].engine(props),
+            capacity=profile.capacity(props),
+            engine=profile.engine(props),
         )
 
     def _props(self, endpoint: Endpoint) -> JSON | None:
@@ -563,10 +360,10 @@ class LLMClient:
                         model=info.model, input=batch, timeout=self._timeout()
                     )
                 except openai.BadRequestError as exc:
-                    if info.engine == LLAMA_SERVER and "pooling type 'none'" in str(exc).lower():
+                    if info.profile.needs_token_pooling(info.engine, str(exc)):
                         return self._token_embeddings(endpoint, batch, info.model)
                     raise
-                vectors = [_pooled(item.embedding) for item in sorted(response.data, key=_index)]
+                vectors = [pooled(item.embedding) for item in sorted(response.data, key=_index)]
                 usage = Usage(prompt_tokens=response.usage.prompt_tokens if response.usage else 0)
                 return vectors, usage, response.model or info.model
 
@@ -595,75 +392,10 @@ class LLMClient:
         if not isinstance(items, list):
             raise ValueError(f"/embeddings returned {type(items).__name__}, expected a list")
         items = sorted(items, key=lambda item: int(item["index"]))
-        vectors = [_pooled(item["embedding"]) for item in items]
+        vectors = [pooled(item["embedding"]) for item in items]
         tokens = sum(len(item["embedding"]) for item in items)
         return vectors, Usage(prompt_tokens=tokens), model
 
 
-def parse_completion(data: Any, model: str) -> Completion:
-    """A chat completion body, checked just enough to give a clear error when it is odd."""
-    if not isinstance(data, dict):
-        raise ValueError(f"the completion is a {type(data).__name__}, not an object")
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ValueError("the completion has no choices")
-    choice = choices[0]
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        raise ValueError("the completion's first choice has no message")
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise ValueError(f"the completion's content is a {type(content).__name__}")
-    usage = Usage()
-    raw_usage = data.get("usage")
-    if isinstance(raw_usage, dict):
-        usage = Usage(
-            int(raw_usage.get("prompt_tokens") or 0), int(raw_usage.get("completion_tokens") or 0)
-        )
-    return Completion(
-        text=content or "",
-        finish_reason=str(choice.get("finish_reason") or "stop"),
-        model=str(data.get("model") or model),
-        usage=usage,
-    )
-
-
-_VLLM_GAUGES = {
-    "vllm:num_requests_running": "running",
-    "vllm:num_requests_waiting": "waiting",
-    "vllm:kv_cache_usage_perc": "kv_cache_usage",
-}
-
-
-def parse_vllm_metrics(text: str) -> dict[str, float]:
-    """Sum vLLM's load gauges over engines from Prometheus text."""
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("vllm:"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        key = _VLLM_GAUGES.get(name.strip())
-        if key is None:
-            continue
-        try:
-            value = float(line.rsplit(" ", 1)[-1])
-        except ValueError:
-            continue
-        found[key] = found.get(key, 0.0) + value
-    return found
-
-
 def _index(item: Any) -> int:
     return int(item.index)
-
-
-def _pooled(embedding: Any) -> list[float]:
-    """One vector per input: mean-pool when a server returns one vector per token.
-
-    llama-cpp-python does that for models without a pooling layer (chat models).
-    """
-    values = list(embedding)
-    if values and isinstance(values[0], list):
-        width = len(values[0])
-        return [sum(token[i] for token in values) / len(values) for i in range(width)]
-    return [float(v) for v in values]

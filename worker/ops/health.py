@@ -7,9 +7,10 @@ from typing import Literal
 
 import redis
 
-from worker.config import Settings
+from worker.broker import QUEUE, make_app
+from worker.config import WorkerSettings
 from worker.errors import LLMError
-from worker.llm_client import LLMClient
+from worker.llm.client import LLMClient
 
 __all__ = [
     "Check",
@@ -38,7 +39,7 @@ class Check:
         return self.status == "ok"
 
 
-def redis_client(settings: Settings, timeout: float = 3.0) -> redis.Redis:
+def redis_client(settings: WorkerSettings, timeout: float = 3.0) -> redis.Redis:
     """A plain Redis client with the worker's settings."""
     return redis.Redis(
         host=settings.redis_host,
@@ -50,7 +51,7 @@ def redis_client(settings: Settings, timeout: float = 3.0) -> redis.Redis:
     )
 
 
-def check_redis(settings: Settings) -> Check:
+def check_redis(settings: WorkerSettings) -> Check:
     """Is Redis reachable, and does it take our password?"""
     where = f"{settings.redis_host}:{settings.redis_port} db {settings.redis_db}"
     client = redis_client(settings)
@@ -85,7 +86,7 @@ def check_redis(settings: Settings) -> Check:
     return Check("Redis", "ok", f"{where}, {auth} (redis {version})")
 
 
-def check_llm_servers(settings: Settings) -> list[Check]:
+def check_llm_servers(settings: WorkerSettings) -> list[Check]:
     """One check per server in LLM_SERVER_URL."""
     urls = settings.llm_server_urls
     if len(urls) == 1:
@@ -98,7 +99,7 @@ def check_llm_servers(settings: Settings) -> list[Check]:
     return checks
 
 
-def check_llm_server(settings: Settings, client: LLMClient | None = None) -> Check:
+def check_llm_server(settings: WorkerSettings, client: LLMClient | None = None) -> Check:
     """Is the (first) LLM server up and ready, and what does it serve?"""
     own = client is None
     client = client or LLMClient(settings.model_copy(update={"llm_retry_attempts": 1}))
@@ -132,7 +133,7 @@ def check_llm_server(settings: Settings, client: LLMClient | None = None) -> Che
             info = client.server_info(refresh=True)
         except LLMError as exc:
             return Check("LLM server", "fail", f"{url}: /v1/models failed: {exc}", _fix_for(exc))
-        load = client.metrics() if info.backend == "vllm" else {}
+        load = client.metrics() if info.profile.reports_queue else {}
     finally:
         if own:
             client.close()
@@ -162,7 +163,7 @@ def _fix_for(exc: LLMError) -> str:
     return "read the server's log (`make logs`)"
 
 
-def queue_length(settings: Settings, queue: str) -> int | None:
+def queue_length(settings: WorkerSettings, queue: str) -> int | None:
     """Jobs waiting in the Redis list that backs the Celery queue."""
     client = redis_client(settings)
     try:
@@ -173,15 +174,15 @@ def queue_length(settings: Settings, queue: str) -> int | None:
         client.close()
 
 
-def check_workers(settings: Settings, queue: str, timeout: float = 2.0) -> Check:
+def check_workers(settings: WorkerSettings, queue: str = QUEUE, timeout: float = 2.0) -> Check:
     """Does any worker answer a ping, and which queues does it consume?"""
-    from worker.app import app
-
-    inspector = app.control.inspect(timeout=timeout)
+    app = make_app(settings)
     try:
-        replies = inspector.active_queues() or {}
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
     except Exception as exc:  # kombu raises many kinds; any of them means no answer
         return Check("Workers", "fail", f"could not ask the workers: {exc}", "check Redis first")
+    finally:
+        app.close()
     waiting = queue_length(settings, queue)
     backlog = f"; {waiting} job(s) waiting in '{queue}'" if waiting is not None else ""
     if not replies:

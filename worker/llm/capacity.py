@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.config import Settings
+from worker.config import WorkerSettings
 from worker.errors import LLMError
-from worker.llm_client import LLMClient
+from worker.llm.client import LLMClient
 
 __all__ = ["ConcurrencyPlan", "plan_concurrency"]
 
@@ -34,7 +34,7 @@ class ConcurrencyPlan:
         return f"{self.threads} threads for {'; '.join(parts)}"
 
 
-def plan_concurrency(settings: Settings, client: LLMClient | None = None) -> ConcurrencyPlan:
+def plan_concurrency(settings: WorkerSettings, client: LLMClient | None = None) -> ConcurrencyPlan:
     """Ask each server what it can take in flight, once, with a short timeout."""
     own = client is None
     probe_settings = settings.model_copy(

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from worker.errors import ModelPullError
+
 __all__ = ["ModelPullError", "pull_model"]
 
 # What vLLM needs from a repo: config, weights in safetensors, tokenizer and chat template.
 PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
-
-
-class ModelPullError(RuntimeError):
-    """A model could not be downloaded; the message says why and what to do instead."""
 
 
 def pull_model(repo_id: str, root: Path, token: str | None = None) -> Path:

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from worker import deadline
-from worker.limits import AdaptiveLimit
+from worker.llm.limits import AdaptiveLimit
+from worker.llm.types import ServerInfo
 
 if TYPE_CHECKING:
     import httpx
     import openai
-
-    from worker.llm_client import ServerInfo
 
 __all__ = ["Endpoint", "Outcome", "ServerPool"]
 
@@ -53,7 +52,10 @@ class Endpoint:
 
 
 class ServerPool:
-    """Chooses a server for each request and keeps count of what is in flight where."""
+    """Chooses a server for each request and keeps count of what is in flight where.
+
+    It is the only writer of a server's window, in flight count and health.
+    """
 
     def __init__(
         self,
@@ -126,9 +128,16 @@ class ServerPool:
             self._mark_down(endpoint, reason)
             self._cond.notify_all()
 
-    def changed(self) -> None:
-        """A window changed outside `release` (capacity learned): wake the waiters."""
+    def set_capacity(self, endpoint: Endpoint, window: int) -> None:
+        """The server said what it can take: start its window there and wake the waiters."""
         with self._cond:
+            endpoint.limit.set_capacity(window)
+            self._cond.notify_all()
+
+    def cap_at(self, endpoint: Endpoint, running: int) -> None:
+        """The server queues what it cannot run: keep no more than `running` in flight."""
+        with self._cond:
+            endpoint.limit.cap_at(running)
             self._cond.notify_all()
 
     def _mark_down(self, endpoint: Endpoint, reason: str) -> None:

@@ -1,0 +1,72 @@
+"""The wire between submitters and workers: the queue, and Celery's settings for both sides.
+
+Both the worker's app (`worker.app`) and every submitter (`worker.client`) are
+configured here, so they agree on serialization, acknowledgement and timeouts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.config import WorkerSettings
+
+__all__ = ["QUEUE", "celery_config", "make_app"]
+
+QUEUE = "kcw"
+
+
+def celery_config(settings: WorkerSettings) -> dict[str, Any]:
+    """Celery settings that follow the reliability contract (at-least-once, JSON only)."""
+    visibility = settings.visibility_timeout
+    transport = {
+        "visibility_timeout": visibility,
+        # Look for the jobs of a dead worker every 10 s at most (kombu's default looks every
+        # 100 s), so they run again soon after the visibility timeout ends.
+        "unacked_restore_interval": min(10, max(1, visibility // 10)),
+        "unacked_restore_throttle": 1,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        # Pickle lets anyone who can write to Redis run code in the worker.
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+        # Ack after the task ran; a worker lost mid-task gives the job back to the queue.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "result_expires": settings.result_expires,
+        # A result written while Redis restarts waits for it (for a few minutes)
+        # instead of failing the job that produced it.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 10_000,
+        # No STARTED state and no copy of the job's input in its result: each costs a Redis
+        # write per job (a third of the queue's overhead). Long jobs publish PROGRESS instead.
+        "result_extended": False,
+        "task_track_started": False,
+        "task_default_queue": QUEUE,
+        "worker_pool": settings.worker_pool,
+        # 0 = sized to the LLM servers when the worker starts (see _size_pool below).
+        "worker_concurrency": settings.worker_concurrency,
+        # Monitoring events cost two Redis messages per job; `celery worker -E` turns them on.
+        "worker_send_task_events": False,
+        # A message the worker must drop (undecodable, or pickle) still gets a failed result.
+        "worker_consumer": "worker.runtime.consumer:JobConsumer",
+    }
+
+
+def make_app(settings: WorkerSettings, main: str = "kcw-client") -> Any:
+    """A Celery app for submitting jobs and reading results, configured like the workers."""
+    from celery import Celery
+
+    app = Celery(main)
+    app.conf.update(celery_config(settings))
+    return app

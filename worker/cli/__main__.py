@@ -1,0 +1,7 @@
+"""`python -m worker.cli`: the same as `kcw`."""
+
+import sys
+
+from worker.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""`make up` / `make down`: Redis and the LLM server, by Docker compose or as local processes.
+
+Compose is used where a Docker engine answers and the compose files are present;
+otherwise `redis-server` and the llama.cpp launcher run as local processes with
+their pid files, logs and data under `.run/`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from worker.config import StackSettings
+from worker.errors import StackError
+from worker.ops.compose import (
+    COMPOSE_FILES,
+    compose_command,
+    compose_files,
+    docker_answers,
+    gpu_fragment,
+    missing_images,
+)
+from worker.ops.health import check_llm_servers, check_redis
+from worker.ops.llm_servers import ensure_llama_server, launcher_env
+from worker.ops.processes import pid_alive, port_in_use, spawn_detached, stop_detached
+from worker.ops.redis_server import INSTALL_HINT, redis_conf
+from worker.ops.workers import worker_argv
+
+__all__ = ["stack_down", "stack_up"]
+
+RUN_DIR = Path(".run")
+LAUNCHER = Path("docker/llamacpp/launcher.py")
+
+
+def _redis_conf(settings: StackSettings) -> Path:
+    """A config file for redis-server, so the password never shows in `ps`."""
+    data = (RUN_DIR / "redis-data").resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    conf = RUN_DIR / "redis.conf"
+    conf.write_text(
+        redis_conf(settings.redis_port, data, settings.redis_password.get_secret_value())
+    )
+    conf.chmod(0o600)
+    return conf
+
+
+def check_local(settings: StackSettings) -> None:
+    """Everything the local stack needs, checked before anything starts (so nothing is left)."""
+    if not shutil.which("redis-server") and not port_in_use(settings.redis_port):
+        raise StackError(INSTALL_HINT)
+    if not pid_alive(RUN_DIR / "llm-server.pid"):
+        if port_in_use(settings.llm_port):
+            raise StackError(
+                f"port {settings.llm_port} is in use: stop what listens there, or set LLM_PORT "
+                "and LLM_SERVER_URL in .env to a free port"
+            )
+        if not settings.model_path.is_file():
+            raise StackError(
+                f"model missing: {settings.model_path} does not exist; run `make model`"
+            )
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise StackError(
+                "llama-cpp-python is not installed in this venv: `make venv` installs it "
+                "(extra `llamacpp`)"
+            ) from None
+
+
+def start_redis(settings: StackSettings, out: TextIO) -> None:
+    pid = pid_alive(RUN_DIR / "redis.pid")
+    if pid:
+        out.write(f"redis-server already running (pid {pid})\n")
+        return
+    if port_in_use(settings.redis_port):
+        if check_redis(settings).ok:
+            out.write(f"a Redis already answers on port {settings.redis_port}; using it\n")
+            return
+        raise StackError(
+            f"port {settings.redis_port} is in use by something that is not our Redis: stop it, "
+            "or set REDIS_PORT in .env to a free port"
+        )
+    binary = shutil.which("redis-server")
+    if not binary:
+        raise StackError(INSTALL_HINT)
+    pid = spawn_detached(RUN_DIR, "redis", [binary, str(_redis_conf(settings))], os.environ)
+    out.write(f"started redis-server on 127.0.0.1:{settings.redis_port} (pid {pid})\n")
+
+
+def start_llm_server(settings: StackSettings, out: TextIO) -> None:
+    pid = pid_alive(RUN_DIR / "llm-server.pid")
+    if pid:
+        out.write(f"llama.cpp server already running (pid {pid})\n")
+        return
+    model = settings.model_path
+    env = dict(os.environ)
+    if settings.llamacpp_engine == "server":
+        ensure_llama_server(env, out)
+    env = launcher_env(
+        env,
+        model=model.resolve(),
+        port=settings.llm_port,
+        N_CTX=str(settings.n_ctx),
+        N_PARALLEL=str(settings.n_parallel),
+        N_GPU_LAYERS=str(settings.n_gpu_layers),
+        EMBEDDING="true" if settings.embedding else "false",
+        LLAMACPP_ENGINE=settings.llamacpp_engine,
+        LLM_API_KEY=settings.llm_api_key.get_secret_value(),
+    )
+    pid = spawn_detached(RUN_DIR, "llm-server", [sys.executable, str(LAUNCHER)], env)
+    engine = (
+        f"llama-server, {settings.n_parallel} slots"
+        if settings.llamacpp_engine == "server"
+        else "llama-cpp-python"
+    )
+    out.write(
+        f"started the llama.cpp server ({engine}) on 127.0.0.1:{settings.llm_port} (pid {pid})\n"
+    )
+
+
+def start_worker(out: TextIO) -> None:
+    pid = pid_alive(RUN_DIR / "worker.pid")
+    if pid:
+        out.write(f"worker already running (pid {pid})\n")
+        return
+    pid = spawn_detached(RUN_DIR, "worker", worker_argv(), os.environ)
+    out.write(f"started a worker (pid {pid}); log in {RUN_DIR / 'worker.log'}\n")
+
+
+def wait_ready(settings: StackSettings, timeout: float, out: TextIO) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        checks = [check_redis(settings), *check_llm_servers(settings)]
+        if all(c.ok for c in checks):
+            for check in checks:
+                out.write(f"ready: {check.name}: {check.detail}\n")
+            return
+        for name in ("redis", "llm-server"):
+            pid_file = RUN_DIR / f"{name}.pid"
+            if pid_file.exists() and not pid_alive(pid_file):
+                raise StackError(f"{name} exited at start; see {RUN_DIR / (name + '.log')}")
+        time.sleep(0.5)
+    raise StackError(f"not ready after {timeout:g}s; see the logs in {RUN_DIR}/")
+
+
+def choose_stack(settings: StackSettings, out: TextIO) -> str:
+    """compose or local, by KCW_STACK and whether a Docker engine answers; says which and why."""
+    if settings.kcw_stack == "local":
+        out.write("KCW_STACK=local: starting local processes (logs in .run/)\n")
+        return "local"
+    if not docker_answers():
+        if settings.kcw_stack == "compose":
+            raise StackError(
+                "KCW_STACK=compose but no Docker engine answers: start Docker, or set "
+                "KCW_STACK=auto"
+            )
+        out.write("no Docker engine answers: starting local processes instead (logs in .run/)\n")
+        return "local"
+    missing = missing_images(settings, compose_files(settings), out)
+    if missing:
+        message = (
+            f"a Docker engine answers, but it cannot pull {', '.join(missing)} (offline?). "
+            "Ways out: build local stand-in bases (`scripts/docker-env bases`, then set "
+            "REDIS_IMAGE=local/redis:7-standin and LLAMACPP_BASE_IMAGE=local/python-base:bookworm "
+            "in .env), or run the local stack (KCW_STACK=local)"
+        )
+        if settings.kcw_stack == "compose":
+            raise StackError(message)
+        out.write(message + ". Starting the local stack now.\n")
+        return "local"
+    return "compose"
+
+
+def stack_up(settings: StackSettings, out: TextIO, with_worker: bool = False) -> None:
+    """Start Redis and the LLM server (and a background worker if asked), then wait."""
+    RUN_DIR.mkdir(exist_ok=True)
+    if choose_stack(settings, out) == "compose":
+        files = compose_files(settings)
+        if "docker-compose.llamacpp.yml" in files and not any(
+            f in files for f in ("docker-compose.nvidia.yml", "docker-compose.rocm.yml")
+        ):
+            fragment, hardware = gpu_fragment()
+            out.write(f"hardware: {hardware}\n")
+            files += [fragment] if fragment else []
+        command = compose_command(files, "up", "-d", "--wait")
+        out.write(f"running: {' '.join(command)}\n")
+        out.flush()
+        try:
+            subprocess.run(command, check=True)
+        except subprocess.CalledProcessError:
+            raise StackError(
+                "docker compose up failed; see `docker compose logs` (the command is above)"
+            ) from None
+        (RUN_DIR / "mode").write_text("compose " + " ".join(files) + "\n")
+    else:
+        check_local(settings)
+        (RUN_DIR / "mode").write_text("local\n")
+        start_redis(settings, out)
+        start_llm_server(settings, out)
+    wait_ready(settings, 300.0, out)
+    if with_worker:
+        start_worker(out)
+
+
+def stack_down(out: TextIO) -> None:
+    """Stop whatever `stack_up` started."""
+    mode_file = RUN_DIR / "mode"
+    mode = mode_file.read_text().split() if mode_file.exists() else ["local"]
+    for name in ("worker", "llm-server", "redis"):
+        stop_detached(RUN_DIR, name, out)
+    if mode[0] == "compose":
+        command = compose_command(mode[1:] or list(COMPOSE_FILES), "down")
+        out.write(f"running: {' '.join(command)}\n")
+        subprocess.run(command, check=False)
+    mode_file.unlink(missing_ok=True)
+    out.write("stack stopped\n")
