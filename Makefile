@@ -72,10 +72,11 @@ doctor: venv .env ## check Redis, the LLM server and the workers
 logs: ## follow the logs of the local stack
 	tail -n 50 -F .run/*.log
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy --strict and the import layering (lint-imports)
 	$(BIN)/ruff check worker tasks tests docker scripts bench
 	$(BIN)/ruff format --check worker tasks tests docker scripts bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: venv ## format the code
 	$(BIN)/ruff format worker tasks tests docker scripts bench

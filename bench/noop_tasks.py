@@ -13,10 +13,10 @@ from typing import Any
 from celery import Celery
 
 from worker.broker import celery_config
-from worker.config import get_settings
+from worker.runtime.process import worker_settings
 
 app = Celery("kcw-bench-noop")
-app.add_defaults(lambda: celery_config(get_settings()))
+app.add_defaults(lambda: celery_config(worker_settings()))
 
 
 @app.task(name="bench.noop")

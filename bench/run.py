@@ -47,21 +47,13 @@ import httpx
 import redis
 from celery import Celery
 
-from tests.integration.processes import (
-    MODEL,
-    LLMServer,
-    RedisServer,
-    client_app,
-    free_port,
-    start_launcher,
-    start_redis,
-    start_vllm,
-    stop,
-    wait_healthy,
-    wait_until,
-    worker_env,
-)
-from worker.config import Settings
+from worker.broker import make_app
+from worker.client import JobClient
+from worker.config import Settings, WorkerSettings
+from worker.ops.llm_servers import MODEL, LLMServer, start_launcher, start_vllm, wait_healthy
+from worker.ops.processes import free_port, spawn, stop, wait_until
+from worker.ops.redis_server import RedisServer, start_redis
+from worker.ops.workers import worker_argv, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -199,21 +191,11 @@ def celery_worker(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`celery -A <module> worker --loglevel=warning [extra]`, stopped on exit."""
     log = tmp / f"worker-{name}.log"
-    argv = [
-        str(BIN / "celery"),
-        "-A",
-        module,
-        "worker",
-        "--loglevel=warning",
-        "--hostname",
-        f"{name}@%h",
-        "--without-mingle",
-        "--without-gossip",
-        *extra,
-    ]
+    argv = worker_argv(
+        app=module, loglevel="warning", hostname=f"{name}@%h", quiet=True, extra=extra
+    )
     full_env = {**env, "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])}
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
+    proc = spawn(argv, log, full_env, cwd=tmp)
     try:
 
         def ready() -> bool:
@@ -285,7 +267,7 @@ def queued_run(
     start = time.time()
     for payload in payloads:
         sent_at = time.time()
-        sent[app.send_task(task, args=[payload]).id] = sent_at
+        sent[JobClient(app=app).send(task, payload).id] = sent_at
     done = collect(rds, sent, timeout=3600, poll=0.02)
     finished = [_done_at(meta) for meta in done.values()]
     failures = [meta for meta in done.values() if meta.get("status") != "SUCCESS"]
@@ -309,7 +291,7 @@ def sequential_latencies(
     samples = []
     for payload in payloads:
         sent_at = time.time()
-        task_id = app.send_task(task, args=[payload]).id
+        task_id = JobClient(app=app).send(task, payload).id
         meta = collect(rds, {task_id: sent_at}, timeout=600, poll=0.0005)[task_id]
         if meta.get("status") != "SUCCESS":
             raise RuntimeError(f"{task} failed: {meta.get('result')}")
@@ -366,11 +348,23 @@ def measure_queued(
 
 
 def default_env(server: RedisServer, llm_url: str) -> dict[str, str]:
-    """The worker env with the project defaults: drop the test tier's tuning overrides."""
-    env = worker_env(server, llm_url)
-    for key in ("WORKER_CONCURRENCY", "LLM_RETRY_MAX_WAIT", "TASK_RETRY_BACKOFF_MAX"):
-        env.pop(key, None)
-    return env
+    """The worker env with the project defaults for everything but Redis and the server."""
+    return worker_env(
+        os.environ, redis_port=server.port, redis_password=server.password, llm_url=llm_url
+    )
+
+
+def client_app(server: RedisServer, db: int = 0) -> Celery:
+    """A submitting app on the bench's Redis, configured like the workers (not from .env)."""
+    settings = WorkerSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_host="127.0.0.1",
+        redis_port=server.port,
+        redis_db=db,
+        redis_password=server.password,  # type: ignore[arg-type]
+    )
+    app: Celery = make_app(settings, main="kcw-bench")
+    return app
 
 
 # ---------------------------------------------------------------- servers
@@ -379,14 +373,8 @@ def default_env(server: RedisServer, llm_url: str) -> dict[str, str]:
 def start_instant(tmp: Path) -> LLMServer:
     port = free_port()
     log = tmp / f"instant-{port}.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.instant_server", "--port", str(port)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    server = LLMServer(port, proc, log)
+    argv = [sys.executable, "-m", "bench.instant_server", "--port", str(port)]
+    server = LLMServer(port, spawn(argv, log, cwd=ROOT), log)
     wait_healthy(server, 30, "instant server")
     return server
 
@@ -401,9 +389,7 @@ def start_plain_llama_server(tmp: Path) -> LLMServer:
     port = free_port()
     log = tmp / f"plain-llama-server-{port}.log"
     argv = [done.stdout.strip(), "-m", str(MODEL), "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp)
-    server = LLMServer(port, proc, log)
+    server = LLMServer(port, spawn(argv, log, cwd=tmp), log)
     wait_healthy(server, 120, "plain llama-server")
     return server
 

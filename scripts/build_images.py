@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker.config import SettingsError, load_settings  # noqa: E402
+from worker.config import Settings, SettingsError, load_settings  # noqa: E402
 
 
 def project_version() -> str:
@@ -59,7 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     os.chdir(ROOT)  # .env and the build context live there
     try:
-        settings = load_settings()
+        settings = load_settings(Settings)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ def is_complete(out: Path) -> bool:
             size = int.from_bytes(fh.read(8), "little")
             header = json.loads(fh.read(size))
         end = max(t["data_offsets"][1] for k, t in header.items() if k != "__metadata__")
-        return weights.stat().st_size == 8 + size + end
+        return bool(weights.stat().st_size == 8 + size + end)
     except (OSError, ValueError, KeyError):
         return False
 
