@@ -19,8 +19,9 @@ import openai
 
 from worker import deadline
 from worker.config import WorkerSettings
-from worker.errors import LLMServerDown, LLMUnavailable, ModelNotFound
-from worker.llm.backends import PROFILES, BackendName, detect_backend
+from worker.errors import LLMServerDown, LLMUnavailable
+from worker.llm.backends import PROFILES, BackendName
+from worker.llm.discovery import fetch_info, get_json
 from worker.llm.http_errors import error_from_response, translate_error
 from worker.llm.limits import AdaptiveLimit, window_for_slots
 from worker.llm.parsing import parse_completion, parse_vllm_metrics, pooled
@@ -148,15 +149,6 @@ class LLMClient:
         """Does this server's health route say ready? (for a server marked down)"""
         return self._health_of(endpoint).state == "ready"
 
-    def _get_json(self, endpoint: Endpoint, path: str) -> JSON:
-        response = endpoint.http.get(path)
-        if response.is_error:
-            raise error_from_response(response, endpoint.url)
-        body = response.json()
-        if not isinstance(body, dict):
-            raise ValueError(f"{path} returned {type(body).__name__}, expected an object")
-        return body
-
     def health(self) -> HealthReport:
         """One probe of the first server's health route, without retries (for `kcw doctor`)."""
         return self._health_of(self.endpoints[0])
@@ -208,7 +200,7 @@ class LLMClient:
 
     def list_models(self) -> JSON:
         """The raw `/v1/models` answer of a healthy server."""
-        return self._call(lambda ep, _: self._get_json(ep, "/v1/models"), limited=False)
+        return self._call(lambda ep, _: get_json(ep, "/v1/models"), limited=False)
 
     def server_info(self, refresh: bool = False) -> ServerInfo:
         """Backend, model and context length, asked once per server and then cached.
@@ -233,7 +225,7 @@ class LLMClient:
             return info
         with endpoint.info_lock, self._boundary(endpoint.url):
             if endpoint.info is None:
-                endpoint.info = self._fetch_info(endpoint)
+                endpoint.info = fetch_info(endpoint, self.settings)
                 self.pool.set_capacity(endpoint, self.window_of(endpoint.info))
             return endpoint.info
 
@@ -241,51 +233,6 @@ class LLMClient:
         """The in-flight window for a server: from its slots, else LLM_MAX_INFLIGHT."""
         cap = self.settings.llm_max_inflight
         return min(window_for_slots(info.capacity), cap) if info.capacity else cap
-
-    def _fetch_info(self, endpoint: Endpoint) -> ServerInfo:
-        url = endpoint.url
-        models = self._get_json(endpoint, "/v1/models")
-        entries = [e for e in models.get("data") or [] if isinstance(e, dict) and e.get("id")]
-        ids = tuple(str(e["id"]) for e in entries)
-        if not ids:
-            raise ModelNotFound(f"The LLM server at {url} lists no models in /v1/models.")
-        wanted = self.settings.llm_model
-        if wanted and wanted not in ids:
-            raise ModelNotFound(
-                f"LLM_MODEL={wanted!r} is not served by {url}; it serves: {', '.join(ids)}. "
-                "Set LLM_MODEL to one of them, or leave it empty to use the first."
-            )
-        model = wanted or ids[0]
-        entry = next(e for e in entries if e["id"] == model)
-        backend: BackendName = (
-            detect_backend(models)
-            if self.settings.llm_backend == "auto"
-            else self.settings.llm_backend
-        )
-        profile = PROFILES[backend]
-        props = self._props(endpoint) if profile.has_props else None
-        context = self.settings.llm_context_length or None
-        if context is None:
-            context = profile.context_length(entry, props)
-        return ServerInfo(
-            backend=backend,
-            model=model,
-            models=ids,
-            context_length=context,
-            capacity=profile.capacity(props),
-            engine=profile.engine(props),
-        )
-
-    def _props(self, endpoint: Endpoint) -> JSON | None:
-        """llama.cpp's `/props`, or None when the server has none or answers nonsense."""
-        response = endpoint.http.get("/props")
-        if response.status_code != 200:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            return None
-        return body if isinstance(body, dict) else None
 
     def chat(
         self,
