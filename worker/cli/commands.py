@@ -7,7 +7,6 @@ and returns an exit code from `worker.cli.exit_codes`.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -17,7 +16,13 @@ from worker.cli.output import print_checks, show_job, wait_visibly
 from worker.cli.payloads import build_payload
 from worker.client import JobClient
 from worker.config import Settings
-from worker.ops.health import Check, check_llm_servers, check_redis, check_workers
+from worker.ops.health import (
+    Check,
+    check_llm_servers,
+    check_redis,
+    check_workers,
+    wait_until_ready,
+)
 
 __all__ = ["COMMANDS", "Command"]
 
@@ -46,17 +51,11 @@ def doctor(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextI
 
 def wait(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
     """Wait until Redis answers and the LLM server is ready (for scripts and `make up`)."""
-    deadline = time.monotonic() + args.timeout
-    while True:
-        checks = [check_redis(settings), *check_llm_servers(settings)]
-        if all(c.ok for c in checks):
-            print_checks(checks, out)
-            return exit_codes.OK
-        if time.monotonic() > deadline:
-            out.write(f"not ready after {args.timeout:g}s:\n")
-            print_checks(checks, out)
-            return exit_codes.FAILED
-        time.sleep(1.0)
+    ready, checks = wait_until_ready(settings, args.timeout)
+    if not ready:
+        out.write(f"not ready after {args.timeout:g}s:\n")
+    print_checks(checks, out)
+    return exit_codes.OK if ready else exit_codes.FAILED
 
 
 def submit(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,6 +21,8 @@ __all__ = [
     "check_redis",
     "check_workers",
     "queue_length",
+    "stack_checks",
+    "wait_until_ready",
 ]
 
 Status = Literal["ok", "wait", "fail"]
@@ -207,3 +211,32 @@ def check_workers(settings: WorkerSettings, queue: str = QUEUE, timeout: float =
             f"start a worker without -Q, or with -Q {queue}",
         )
     return Check("Workers", "ok", f"{len(replies)} alive: {'; '.join(names)}{backlog}")
+
+
+def stack_checks(settings: WorkerSettings) -> list[Check]:
+    """Redis, then each LLM server: what must answer before jobs can run."""
+    return [check_redis(settings), *check_llm_servers(settings)]
+
+
+def wait_until_ready(
+    settings: WorkerSettings,
+    timeout: float,
+    *,
+    interval: float = 1.0,
+    watch: Callable[[], None] | None = None,
+) -> tuple[bool, list[Check]]:
+    """Probe until Redis and every LLM server are ready, or `timeout` passes.
+
+    Returns whether they became ready, with the last checks. `watch` runs between
+    probes and may raise (a process we started exited, say).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        checks = stack_checks(settings)
+        if all(c.ok for c in checks):
+            return True, checks
+        if time.monotonic() > deadline:
+            return False, checks
+        if watch is not None:
+            watch()
+        time.sleep(interval)

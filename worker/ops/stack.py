@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
@@ -25,7 +24,7 @@ from worker.ops.compose import (
     gpu_fragment,
     missing_images,
 )
-from worker.ops.health import check_llm_servers, check_redis
+from worker.ops.health import check_redis, wait_until_ready
 from worker.ops.llm_servers import ensure_llama_server, launcher_env
 from worker.ops.processes import pid_alive, port_in_use, spawn_detached, stop_detached
 from worker.ops.redis_server import INSTALL_HINT, redis_conf
@@ -132,20 +131,19 @@ def start_worker(out: TextIO) -> None:
     out.write(f"started a worker (pid {pid}); log in {RUN_DIR / 'worker.log'}\n")
 
 
+def _exited_at_start() -> None:
+    for name in ("redis", "llm-server"):
+        pid_file = RUN_DIR / f"{name}.pid"
+        if pid_file.exists() and not pid_alive(pid_file):
+            raise StackError(f"{name} exited at start; see {RUN_DIR / (name + '.log')}")
+
+
 def wait_ready(settings: StackSettings, timeout: float, out: TextIO) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        checks = [check_redis(settings), *check_llm_servers(settings)]
-        if all(c.ok for c in checks):
-            for check in checks:
-                out.write(f"ready: {check.name}: {check.detail}\n")
-            return
-        for name in ("redis", "llm-server"):
-            pid_file = RUN_DIR / f"{name}.pid"
-            if pid_file.exists() and not pid_alive(pid_file):
-                raise StackError(f"{name} exited at start; see {RUN_DIR / (name + '.log')}")
-        time.sleep(0.5)
-    raise StackError(f"not ready after {timeout:g}s; see the logs in {RUN_DIR}/")
+    ready, checks = wait_until_ready(settings, timeout, interval=0.5, watch=_exited_at_start)
+    if not ready:
+        raise StackError(f"not ready after {timeout:g}s; see the logs in {RUN_DIR}/")
+    for check in checks:
+        out.write(f"ready: {check.name}: {check.detail}\n")
 
 
 def choose_stack(settings: StackSettings, out: TextIO) -> str:
