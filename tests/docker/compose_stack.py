@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from tests.docker.standins import STANDIN_REDIS
-from tests.integration.processes import free_port
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker.standins import IMAGE, STANDIN_PYTHON, STANDIN_REDIS, VLLM_CPU_IMAGE
-from tests.integration.processes import HF_MODEL
+from tests.support.processes import HF_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEELS = ROOT / "docker/vllm/wheels"

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.processes import free_port, run_kcw
+from tests.support.processes import free_port, run_kcw
 
 ROOT = Path(__file__).resolve().parents[2]
 

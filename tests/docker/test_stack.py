@@ -22,7 +22,7 @@ import redis
 
 from tests.docker.compose_stack import Stack, new_stack
 from tests.docker.standins import IMAGE, STANDIN_PYTHON
-from tests.integration.processes import (
+from tests.support.processes import (
     RedisServer,
     free_port,
     run_kcw,
@@ -78,7 +78,7 @@ def test_services_report_healthy(stack: Stack) -> None:
 
 
 def test_host_worker_gets_a_real_completion(stack: Stack, tmp_path: Path) -> None:
-    from tests.integration.processes import client_app, submitter
+    from tests.support.processes import client_app, submitter
 
     server = RedisServer(stack.redis_port, stack.env["REDIS_PASSWORD"], None)  # type: ignore[arg-type]
     env = worker_env(server, stack.llm_url, LLM_API_KEY=stack.env["LLM_API_KEY"])

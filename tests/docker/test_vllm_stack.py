@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from tests.docker.compose_stack import Stack, new_stack
-from tests.integration.processes import (
+from tests.support.processes import (
     RedisServer,
     client_app,
     start_worker,

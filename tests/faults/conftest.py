@@ -1,7 +1,8 @@
 """The fault tier: real redis-server, llama-server and worker processes, broken on purpose.
 
-The integration tier's session fixtures are reused; each scenario that breaks
-something starts its own copy of the part it breaks.
+The session fixtures of `tests/conftest.py` (Redis, llama-server, worker) are shared with
+the integration tier; each scenario that breaks something starts its own copy of the part
+it breaks.
 """
 
 from __future__ import annotations
@@ -11,15 +12,6 @@ from typing import Any
 import pytest
 
 from tests.faults import report
-from tests.integration.conftest import (  # noqa: F401  (fixtures)
-    celery_app,
-    llm_server,
-    redis_server,
-    spawn_worker,
-    submit,
-    tmp_root,
-    worker,
-)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

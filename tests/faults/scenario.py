@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.faults.ledger import Ledger
-from tests.integration.processes import (
+from tests.support.processes import (
     RedisServer,
     Worker,
     client_app,

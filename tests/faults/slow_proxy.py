@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.integration.processes import free_port
+from tests.support.processes import free_port
 
 
 @dataclass

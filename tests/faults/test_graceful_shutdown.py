@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.faults.ledger import RECEIVED, SUCCEEDED, chat, queue_is_empty
 from tests.faults.report import Record
 from tests.faults.scenario import scenario
-from tests.integration.processes import LLMServer, wait_until
+from tests.support.processes import LLMServer, wait_until
 
 JOBS = 60
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.faults.ledger import chat, queue_is_empty
 from tests.faults.report import Record
 from tests.faults.scenario import scenario
-from tests.integration.processes import start_launcher, stop, wait_until
+from tests.support.processes import start_launcher, stop, wait_until
 
 JOBS = 40
 DOWN_S = 30

@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.faults.ledger import Ledger, queue_is_empty
 from tests.faults.report import Record
 from tests.faults.scenario import scenario
-from tests.integration.processes import LLMServer
+from tests.support.processes import LLMServer
 
 JOBS = 5000
 WARMUP = 200

@@ -16,7 +16,7 @@ import pytest
 from tests.faults.ledger import Ledger, chat, queue_is_empty
 from tests.faults.report import Record
 from tests.faults.scenario import scenario
-from tests.integration.processes import LLMServer, stop, wait_until
+from tests.support.processes import LLMServer, stop, wait_until
 
 JOBS = 60
 DOWN_S = 5

@@ -12,7 +12,7 @@ from tests.faults.ledger import chat
 from tests.faults.report import Record
 from tests.faults.scenario import scenario
 from tests.faults.slow_proxy import SlowProxy
-from tests.integration.processes import LLMServer
+from tests.support.processes import LLMServer
 
 JOBS = 8
 

@@ -1,51 +1,18 @@
-"""Fixtures for the integration tier: one real Redis, llama.cpp server and worker per session.
+"""Fixtures of the integration tier: the other real servers, and the backend parametrization.
 
-Every process runs on a free port on 127.0.0.1, from a temporary directory with
-no `.env`, and is stopped when its fixture ends.
+The session's Redis, llama-server, worker and client app come from `tests/conftest.py`,
+shared with the fault tier.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.processes import (
-    LLMServer,
-    RedisServer,
-    Worker,
-    client_app,
-    start_launcher,
-    start_redis,
-    start_vllm,
-    start_worker,
-    stop,
-    submitter,
-    worker_env,
-)
-
-
-@pytest.fixture(scope="session")
-def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("kcw")
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_root: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_root, secrets.token_urlsafe(16))
-    yield server
-    stop(server.proc)
-
-
-@pytest.fixture(scope="session")
-def llm_server(tmp_root: Path) -> Iterator[LLMServer]:
-    """The launcher with its default engine: llama.cpp's llama-server."""
-    server = start_launcher(tmp_root, LLAMACPP_ENGINE="server")
-    yield server
-    server.stop()
+from tests.support.processes import LLMServer, Worker, start_launcher, start_vllm, submitter
 
 
 @pytest.fixture(scope="session")
@@ -54,48 +21,6 @@ def python_llm_server(tmp_root: Path) -> Iterator[LLMServer]:
     server = start_launcher(tmp_root, LLAMACPP_ENGINE="python")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def worker(tmp_root: Path, redis_server: RedisServer, llm_server: LLMServer) -> Iterator[Worker]:
-    proc = start_worker(tmp_root, worker_env(redis_server, llm_server.url), "main")
-    yield proc
-    stop(proc.proc)
-
-
-@pytest.fixture(scope="session")
-def celery_app(redis_server: RedisServer, worker: Worker) -> Iterator[Any]:
-    client = client_app(redis_server)
-    yield client
-    client.close()
-
-
-@pytest.fixture()
-def submit(celery_app: Any) -> Callable[..., Any]:
-    """Send a job by name to the session's real worker and wait for it to end."""
-    return submitter(celery_app)
-
-
-@pytest.fixture(scope="session")
-def spawn_worker(
-    tmp_root: Path, redis_server: RedisServer
-) -> Iterator[Callable[..., tuple[Worker, Callable[..., Any]]]]:
-    """Start an extra worker on its own Redis db with other settings; returns it and a submit."""
-    started: list[tuple[Worker, Any]] = []
-    next_db = iter(range(1, 16))
-
-    def spawn(llm_url: str, **overrides: str) -> tuple[Worker, Callable[..., Any]]:
-        db = next(next_db)
-        env = worker_env(redis_server, llm_url, REDIS_DB=str(db), **overrides)
-        extra = start_worker(tmp_root, env, f"db{db}")
-        app = client_app(redis_server, db)
-        started.append((extra, app))
-        return extra, submitter(app)
-
-    yield spawn
-    for extra, app in started:
-        stop(extra.proc)
-        app.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.processes import Worker, submitter
+from tests.support.processes import Worker, submitter
 
 Submit = Callable[..., Any]
 

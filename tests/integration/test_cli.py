@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.processes import (
+from tests.support.processes import (
     LLMServer,
     RedisServer,
     Worker,
@@ -140,7 +140,7 @@ def test_worker_refuses_to_start_on_a_bad_setting(
 ) -> None:
     import subprocess
 
-    from tests.integration.processes import BIN
+    from tests.support.processes import BIN
 
     env = worker_env(redis_server, llm_server.url, WORKER_POOL="gevent-ish")
     done = subprocess.run(

@@ -164,7 +164,7 @@ def test_summarize_combines_in_rounds_when_partials_do_not_fit(
 def test_embed_where_the_server_serves_embeddings(
     spawn_worker: Callable[..., Any], tmp_path_factory: Any
 ) -> None:
-    from tests.integration.processes import start_launcher
+    from tests.support.processes import start_launcher
 
     server = start_launcher(tmp_path_factory.mktemp("embed"), EMBEDDING="true")
     try:
@@ -189,7 +189,7 @@ def test_embed_where_the_server_serves_embeddings(
 def test_embed_on_a_vllm_pooling_server(
     spawn_worker: Callable[..., Any], tmp_path_factory: Any
 ) -> None:
-    from tests.integration.processes import start_vllm
+    from tests.support.processes import start_vllm
 
     server = start_vllm(tmp_path_factory.mktemp("vllm-embed"), 0, "--runner", "pooling")
     try:

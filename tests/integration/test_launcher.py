@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.processes import MODEL, LLMServer, start_launcher, wait_until
+from tests.support.processes import MODEL, LLMServer, start_launcher, wait_until
 
 ENGINES = ["server", "python"]
 

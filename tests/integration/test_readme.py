@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.processes import (
+from tests.support.processes import (
     ROOT,
     LLMServer,
     RedisServer,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.integration.processes import RedisServer, Worker, client_app, submitter
+from tests.support.processes import RedisServer, Worker, client_app, submitter
 
 
 class RunsShellOnLoad:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.processes import LLMServer, free_port, start_launcher
+from tests.support.processes import LLMServer, free_port, start_launcher
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 Spawn = Callable[..., Any]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.processes import (
+from tests.support.processes import (
     LLMServer,
     RedisServer,
     Worker,
