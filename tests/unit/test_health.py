@@ -7,8 +7,7 @@ probed at a loopback port where nothing listens (a refused connection, no server
 from __future__ import annotations
 
 import socket
-import time
-from dataclasses import dataclass
+import threading
 from typing import TYPE_CHECKING
 
 import httpx
@@ -205,18 +204,8 @@ def free_port() -> int:
     return port
 
 
-@dataclass(frozen=True)
-class RedisProbe:
-    port: int
-    check: Check
-    seconds: float
-
-
-@pytest.fixture(scope="module")
-def refused_redis() -> RedisProbe:
-    """One probe of Redis at a port where nothing listens (shared: it takes seconds)."""
-    port = free_port()
-    settings = load_settings(
+def _settings_for(port: int) -> WorkerSettings:
+    return load_settings(
         WorkerSettings,
         _env_file=None,
         redis_host="127.0.0.1",
@@ -224,31 +213,47 @@ def refused_redis() -> RedisProbe:
         redis_db=0,
         redis_password="",
     )
-    started = time.monotonic()
-    check = check_redis(settings)
-    return RedisProbe(port, check, time.monotonic() - started)
 
 
-def test_redis_where_nothing_listens_is_fail_with_a_fix_naming_host_and_port(
-    refused_redis: RedisProbe,
-) -> None:
-    check = refused_redis.check
+def test_redis_where_nothing_listens_is_fail_with_a_fix_naming_host_and_port() -> None:
+    port = free_port()
+    check = check_redis(_settings_for(port))
 
     assert check.status == "fail"
     assert check.name == "Redis"
-    assert check.detail == f"127.0.0.1:{refused_redis.port} db 0: not reachable (ConnectionError)"
+    assert check.detail == f"127.0.0.1:{port} db 0: not reachable (ConnectionError)"
     assert "REDIS_HOST/REDIS_PORT" in check.fix
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "redis_client() keeps redis-py 8's default retries (10, backoff up to 1 s), so a "
-        "refused port takes ~4 s to report and a silent host up to ~11 x socket_connect_timeout"
-    ),
-)
-def test_redis_where_nothing_listens_is_reported_at_once(refused_redis: RedisProbe) -> None:
-    assert refused_redis.seconds < 1.0
+def test_a_redis_probe_connects_once_and_does_not_retry() -> None:
+    """A Redis that drops every connection is reported after one try, not redis-py's ten."""
+    accepted = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.05)
+        port = listener.getsockname()[1]
+
+        def drop_connections() -> None:
+            while not done.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                accepted.append(conn)
+                conn.close()
+
+        done = threading.Event()
+        thread = threading.Thread(target=drop_connections)
+        thread.start()
+        try:
+            check = check_redis(_settings_for(port))
+        finally:
+            done.set()
+            thread.join()
+
+    assert check.status == "fail"
+    assert len(accepted) == 1
 
 
 @pytest.mark.parametrize(("status", "ok"), [("ok", True), ("wait", False), ("fail", False)])

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from worker.broker import QUEUE, make_app
 from worker.config import WorkerSettings
@@ -44,7 +46,11 @@ class Check:
 
 
 def redis_client(settings: WorkerSettings, timeout: float = 3.0) -> redis.Redis:
-    """A plain Redis client with the worker's settings."""
+    """A plain Redis client with the worker's settings, for one-off probes.
+
+    No retries: redis-py's default (10 tries with backoff) would make a probe of a
+    Redis that is down take seconds before it says so.
+    """
     return redis.Redis(
         host=settings.redis_host,
         port=settings.redis_port,
@@ -52,6 +58,7 @@ def redis_client(settings: WorkerSettings, timeout: float = 3.0) -> redis.Redis:
         password=settings.redis_password.get_secret_value() or None,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
