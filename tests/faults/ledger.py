@@ -20,6 +20,7 @@ import redis
 
 from tests.faults.report import Row
 from worker import errors
+from worker.client import JobClient
 
 WRITE = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] (?:succeeded in|raised (?:un)?expected)")
 RECEIVED = re.compile(r"Task kcw\.\w+\[([0-9a-f-]{36})\] received")
@@ -47,7 +48,7 @@ class Ledger:
     _final: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def submit(self, kind: str, payload: dict[str, Any]) -> str:
-        job_id = str(self.app.send_task(f"kcw.{kind}", args=[payload]).id)
+        job_id = JobClient(app=self.app).submit(kind, payload).id
         self.ids.append(job_id)
         return job_id
 

@@ -40,6 +40,7 @@ from tests.support.generated import (
     nest,
 )
 from tests.support.processes import Worker
+from worker.client import JobClient
 from worker.errors import InvalidJobInput
 from worker.jobs.inputs import parse_input
 
@@ -147,8 +148,9 @@ DEEP_CASE = "chat-nested-too-deep-for-the-worker-to-decode"
 @pytest.fixture(scope="module")
 def edge_case_jobs(celery_app: Any) -> Iterator[dict[str, Any]]:
     """The edge cases, sent once to the real worker at the start of the worker tests."""
+    client = JobClient(app=celery_app)
     jobs = {
-        name: celery_app.send_task(f"kcw.{kind}", args=[payload])
+        name: client.submit(kind, payload).async_result
         for name, (kind, payload, _) in EDGE_CASES.items()
     }
     depth, jobs[DEEP_CASE] = deepest_sendable(celery_app, "kcw.chat")
