@@ -49,7 +49,7 @@ from celery import Celery
 
 from worker.broker import make_app
 from worker.client import JobClient
-from worker.config import Settings, WorkerSettings
+from worker.config import Settings
 from worker.ops.llm_servers import MODEL, LLMServer, start_launcher, start_vllm, wait_healthy
 from worker.ops.processes import free_port, spawn, stop, wait_until
 from worker.ops.redis_server import RedisServer, start_redis
@@ -356,14 +356,7 @@ def default_env(server: RedisServer, llm_url: str) -> dict[str, str]:
 
 def client_app(server: RedisServer, db: int = 0) -> Celery:
     """A submitting app on the bench's Redis, configured like the workers (not from .env)."""
-    settings = WorkerSettings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_host="127.0.0.1",
-        redis_port=server.port,
-        redis_db=db,
-        redis_password=server.password,  # type: ignore[arg-type]
-    )
-    app: Celery = make_app(settings, main="kcw-bench")
+    app: Celery = make_app(server.worker_settings(db), main="kcw-bench")
     return app
 
 

@@ -19,7 +19,6 @@ import pytest
 
 from worker.broker import make_app
 from worker.client import JobClient
-from worker.config import Settings
 from worker.errors import NotRunnableHere, ProcessStartError
 from worker.jobs.kind import task_name
 from worker.ops import llm_servers, redis_server, workers
@@ -133,14 +132,7 @@ def start_worker(tmp: Path, env: dict[str, str], name: str) -> Worker:
 
 def client_app(redis_server: RedisServer, db: int = 0) -> Any:
     """A client-side Celery app on a test Redis, configured like the worker (not from .env)."""
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_host="127.0.0.1",
-        redis_port=redis_server.port,
-        redis_db=db,
-        redis_password=redis_server.password,  # type: ignore[arg-type]
-    )
-    return make_app(settings, main="kcw-tests")
+    return make_app(redis_server.worker_settings(db), main="kcw-tests")
 
 
 def submitter(app: Any) -> Callable[..., Any]:

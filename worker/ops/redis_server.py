@@ -13,6 +13,7 @@ from pathlib import Path
 
 import redis
 
+from worker.config import WorkerSettings
 from worker.errors import ProcessStartError
 from worker.ops.processes import free_port, wait_until
 
@@ -62,6 +63,16 @@ class RedisServer:
 
     def client(self, password: str | None = None, db: int = 0) -> redis.Redis:
         return redis.Redis(port=self.port, password=password or self.password, db=db)
+
+    def worker_settings(self, db: int = 0) -> WorkerSettings:
+        """Settings that point a worker or a submitter at this server (not read from .env)."""
+        return WorkerSettings(
+            _env_file=None,  # type: ignore[call-arg]
+            redis_host="127.0.0.1",
+            redis_port=self.port,
+            redis_db=db,
+            redis_password=self.password,  # type: ignore[arg-type]
+        )
 
     def answers(self) -> bool:
         try:
