@@ -84,7 +84,7 @@ class LLMServerDown(LLMUnavailable):
     """Raised when the server cannot be reached, is loading, or answers 502/503/504."""
 
     # With several servers the request moves to another one at once, and this one is
-    # skipped until its `/health` answers 200 (see worker.routing).
+    # skipped until its `/health` answers 200 (see worker.llm.routing).
 
 
 class LLMRateLimited(LLMUnavailable):

@@ -41,7 +41,7 @@ class LLMClient:
     """The pooled client for one or more LLM servers, shared by every thread of a worker.
 
     Each request goes to the least-loaded healthy server, within that server's
-    in-flight window (see `worker.routing` and `worker.limits`).
+    in-flight window (see `worker.llm.routing` and `worker.llm.limits`).
     """
 
     def __init__(

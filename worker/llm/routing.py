@@ -1,6 +1,6 @@
 """Several LLM servers behind one client: the least-loaded healthy one gets each request.
 
-Every server has an in-flight window (`worker.limits.AdaptiveLimit`). A request waits
+Every server has an in-flight window (`worker.llm.limits.AdaptiveLimit`). A request waits
 for a free place in some window, and goes to the server with the lowest load
 (in flight / window). A server that cannot be reached, or answers 502/503/504, is
 marked down and skipped until its `/health` answers 200 again; it is probed every
