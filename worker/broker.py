@@ -13,6 +13,8 @@ from worker.config import WorkerSettings
 __all__ = ["QUEUE", "celery_config", "make_app"]
 
 QUEUE = "kcw"
+# kombu's Redis transport with a fetch that takes a job and records it in one step.
+ATOMIC_FETCH_TRANSPORT = "worker.runtime.reliable_redis:Transport"
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -27,6 +29,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.redis_url,
+        # By name, not by import: kombu loads it where a connection is made.
+        "broker_transport": ATOMIC_FETCH_TRANSPORT if settings.redis_fetch == "atomic" else None,
         "result_backend": settings.redis_url,
         # Pickle lets anyone who can write to Redis run code in the worker.
         "accept_content": ["json"],

@@ -91,6 +91,8 @@ class WorkerSettings(_EnvSettings):
     result_expires: int = Field(86400, ge=60)
     # 0 = derived from the limits above (see `visibility_timeout`).
     redis_visibility_timeout: int = Field(0, ge=0)
+    # atomic: take a job and record it as unacknowledged in one step (runtime.reliable_redis).
+    redis_fetch: Literal["atomic", "brpop"] = "atomic"
 
     # Worker process.
     worker_concurrency: int = Field(0, ge=0, le=1024, description="0 = sized to the servers")

@@ -44,6 +44,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.timeout(900)
 def test_make_up_uses_compose_and_prints_the_command(project: Path) -> None:
     env = _env(REDIS_IMAGE="local/redis:7-standin")
     try:
@@ -78,6 +79,7 @@ def test_make_up_offline_says_so_and_runs_the_local_stack(project: Path) -> None
         run_kcw(["down"], env, project, timeout=120)
 
 
+@pytest.mark.timeout(900)
 def test_make_up_follows_compose_file_to_the_vllm_layering(
     project: Path, vllm_cpu_image: str
 ) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.ledger import Ledger, queue_is_empty
 from tests.faults.report import Record
 from tests.faults.scenario import scenario
@@ -29,6 +31,7 @@ def rss_mib(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+@pytest.mark.timeout(1200)
 def test_5000_short_jobs_through_one_worker(
     tmp_path: Path, llm_server: LLMServer, record: Record
 ) -> None:

@@ -1,0 +1,175 @@
+# kombu's Redis channel sets most of its attributes at run time, unseen by mypy.
+# mypy: disable-error-code="attr-defined"
+"""kombu's Redis transport with a fetch that cannot lose a message.
+
+Stock kombu takes a message with `BRPOP` and records it in `unacked` in a later
+round trip: a worker killed between the two loses the message, which is then in
+neither place. Here one Lua script pops the message and records it in `unacked`
+atomically, so at every instant a message is in its queue or in `unacked` (from
+where kombu's visibility timeout returns it to the queue if its worker dies).
+
+Waiting is separate from taking: when every queue is empty, the channel blocks on
+`BLMOVE q q RIGHT RIGHT`, which moves the last element of `q` onto the end of
+`q`: a no-op that returns as soon as `q` holds a message, without taking it. The
+fetch script then takes it. Under load a message costs one round trip (stock
+kombu needs two). Needs Redis 6.2 or newer (`BLMOVE`).
+
+Select it with Celery's `broker_transport` (see `worker.broker`); submitters may
+use it too, since publishing is unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from queue import Empty
+from typing import Any, cast
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
+
+__all__ = ["FETCH_SCRIPT", "Channel", "QoS", "Transport"]
+
+log = logging.getLogger("kcw.worker")
+# Seconds before asking again a Redis that refused the fetch script with an error.
+REFUSED_PAUSE_S = 1.0
+
+# KEYS: the unacked hash, the unacked index, then the queue keys in priority order.
+# ARGV: the score for the index (the client's clock, as kombu's restore sweep uses).
+# Returns {queue key, message} for the first non-empty queue, or nil.
+FETCH_SCRIPT = """
+for i = 3, #KEYS do
+    local item = redis.call('RPOP', KEYS[i])
+    if item then
+        local message = cjson.decode(item)
+        local properties = message['properties']
+        local info = properties['delivery_info']
+        local tag = properties['delivery_tag']
+        local entry = '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ','
+            .. cjson.encode(info['routing_key']) .. ']'
+        redis.call('ZADD', KEYS[2], ARGV[1], tag)
+        redis.call('HSET', KEYS[1], tag, entry)
+        return {KEYS[i], item}
+    end
+end
+return nil
+"""
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS, minus the `unacked` write for messages the fetch script recorded."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        channel = cast(Channel, self.channel)
+        if delivery_tag in channel.recorded_tags:
+            channel.recorded_tags.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)  # in memory only
+        else:
+            super().append(message, delivery_tag)
+
+
+class Channel(kombu_redis.Channel):
+    """A Redis channel whose consumer takes messages with one atomic script."""
+
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Delivery tags already in `unacked`, between the fetch and QoS.append.
+        self.recorded_tags: set[str] = set()
+        self._fetch_sha: str | None = None
+        self._waiting_on: str | None = None
+        self._resume_at = 0.0
+
+    def _key(self, name: str) -> str:
+        return f"{self.global_keyprefix}{name}" if self.global_keyprefix else name
+
+    def _fetch_keys(self) -> list[str]:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        return [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+
+    def _send_fetch(self) -> None:
+        keys = self._fetch_keys()
+        if not keys:
+            return
+        if self._fetch_sha is None:
+            # On a pooled connection: this channel's own one may not carry other replies.
+            with self.conn_or_acquire() as client:
+                self._fetch_sha = bytes_to_str(client.script_load(FETCH_SCRIPT))
+        all_keys = [self.unacked_key, self.unacked_index_key, *keys]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self._waiting_on = None
+        self.client.connection.send_command(
+            "EVALSHA",
+            self._fetch_sha,
+            len(all_keys),
+            *(self._key(k) for k in all_keys),
+            repr(time.time()),
+        )
+
+    def _send_wait(self, timeout: float | None = None) -> None:
+        """Block until the first queue holds a message, without taking it."""
+        key = self._fetch_keys()[0]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self._waiting_on = key
+        wait = timeout if timeout is not None else self.brpop_timeout
+        self.client.connection.send_command(
+            "BLMOVE", self._key(key), self._key(key), "RIGHT", "RIGHT", wait or 0
+        )
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if time.monotonic() >= self._resume_at:
+            self._send_fetch()
+
+    def _brpop_read(self, **options: Any) -> bool:
+        waited = self._waiting_on is not None
+        command = "BLMOVE" if waited else "EVALSHA"
+        try:
+            reply = self.client.parse_response(self.client.connection, command, **options)
+        except self.connection_errors:
+            self._in_poll = None
+            self._waiting_on = None
+            self.client.connection.disconnect()
+            raise
+        except self.ResponseError as exc:
+            # Never fatal for the worker: a Redis that forgot the script (restarted, or
+            # SCRIPT FLUSH) gets it again; one that refuses it (out of memory, say) is asked
+            # again a moment later, while its jobs stay queued.
+            self._in_poll = None
+            self._waiting_on = None
+            if isinstance(exc, NoScriptError):
+                self._fetch_sha = None
+            else:
+                log.warning("Redis refused to hand out a job (%s); trying again in 1 s", exc)
+                self._resume_at = time.monotonic() + REFUSED_PAUSE_S
+            raise Empty() from None
+        if waited:
+            # A message arrived (or the wait timed out): take whatever is there now.
+            self._send_fetch()
+            raise Empty()
+        if not reply:
+            self._send_wait()
+            raise Empty()
+        self._in_poll = None
+        key, item = (bytes_to_str(part) for part in reply)
+        if self.global_keyprefix:
+            key = key.removeprefix(self.global_keyprefix)
+        queue = key.rsplit(self.sep, 1)[0]
+        message = loads(item)
+        self.recorded_tags.add(message["properties"]["delivery_tag"])
+        self._queue_cycle.rotate(queue)
+        self.connection._deliver(message, queue)
+        self._flush_brpop_reauth()
+        return True
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with the atomic fetch (`broker_transport` in Celery)."""
+
+    Channel = Channel
+    driver_name = "redis"
