@@ -27,6 +27,7 @@ from tests.support.processes import (
     submitter,
     worker_env,
 )
+from tests.support.skips import report_skips
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +90,15 @@ def spawn_worker(
     for extra, app in started:
         stop(extra.proc)
         app.close()
+
+
+_SKIPPED: list[pytest.TestReport] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _SKIPPED.append(report)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    report_skips(session, _SKIPPED)

@@ -7,6 +7,7 @@ stock fetch still selectable with REDIS_FETCH=brpop.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -64,3 +65,55 @@ def test_redis_fetch_brpop_runs_jobs_with_stock_kombu(
 
     assert job.state == "SUCCESS"
     assert extra.alive()
+
+
+def _fetch(client: Any, *queues: str) -> Any:
+    return client.eval(FETCH_SCRIPT, 2 + len(queues), "unacked", "unacked_index", *queues, "1.5")
+
+
+def _message(tag: str, text: str) -> str:
+    body = {"headers": {"argsrepr": text}, "body": "e30="}
+    return json.dumps({**body, "properties": {"delivery_tag": tag, **DELIVERY}})
+
+
+DELIVERY = {"delivery_info": {"exchange": "", "routing_key": "q"}}
+
+
+def test_the_script_records_what_it_takes_even_when_cjson_cannot_read_it(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client(db=9)  # a db no worker reads
+    client.flushdb()
+    client.lpush("q", _message("plain", "['hi']"))
+    client.lpush("q", _message("surrogate", "['\ud800']"))  # cjson refuses \\ud800
+    client.lpush("q", "not json")
+
+    taken = [_fetch(client, "q", "q-high") for _ in range(4)]
+
+    assert [(key, recorded) for key, _, recorded in taken[:3]] == [
+        (b"q", 1),
+        (b"q", 1),
+        (b"q", 0),  # handed out unrecorded: the worker records it, as stock kombu does
+    ]
+    assert taken[3] is None
+    entries = {tag: json.loads(raw) for tag, raw in client.hgetall("unacked").items()}
+    assert set(entries) == {b"plain", b"surrogate"}
+    assert entries[b"surrogate"][1:] == ["", "q"]
+    assert entries[b"surrogate"][0] == json.loads(_message("surrogate", "['\ud800']"))
+    assert client.zscore("unacked_index", "plain") == 1.5
+    client.flushdb()
+
+
+def test_the_script_takes_from_the_first_queue_that_holds_a_message(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client(db=9)
+    client.flushdb()
+    client.lpush("q-low", _message("low", "x"))
+    client.lpush("q-high", _message("high", "x"))
+
+    first = _fetch(client, "q-high", "q-low")
+    second = _fetch(client, "q-high", "q-low")
+
+    assert (first[0], second[0]) == (b"q-high", b"q-low")
+    client.flushdb()

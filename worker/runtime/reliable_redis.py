@@ -12,7 +12,7 @@ Waiting is separate from taking: when every queue is empty, the channel blocks o
 `BLMOVE q q RIGHT RIGHT`, which moves the last element of `q` onto the end of
 `q`: a no-op that returns as soon as `q` holds a message, without taking it. The
 fetch script then takes it. Under load a message costs one round trip (stock
-kombu needs two). Needs Redis 6.2 or newer (`BLMOVE`).
+kombu needs two). Needs Redis 7.0 or newer (`BLMOVE`, script flags).
 
 Select it with Celery's `broker_transport` (see `worker.broker`); submitters may
 use it too, since publishing is unchanged.
@@ -39,20 +39,42 @@ REFUSED_PAUSE_S = 1.0
 
 # KEYS: the unacked hash, the unacked index, then the queue keys in priority order.
 # ARGV: the score for the index (the client's clock, as kombu's restore sweep uses).
-# Returns {queue key, message} for the first non-empty queue, or nil.
-FETCH_SCRIPT = """
-for i = 3, #KEYS do
-    local item = redis.call('RPOP', KEYS[i])
-    if item then
-        local message = cjson.decode(item)
+# Returns {queue key, message, 1 if recorded in unacked} for the first non-empty queue, or nil.
+# The shebang makes Redis refuse the whole script when out of memory, before it pops anything;
+# nothing after the pop can fail (a message cjson cannot read is recorded from its raw text,
+# or, failing that, handed out unrecorded for the worker to record, as stock kombu does).
+FETCH_SCRIPT = r"""#!lua
+local function fields(item)
+    local ok, message = pcall(cjson.decode, item)
+    if ok and type(message) == 'table' and type(message['properties']) == 'table' then
         local properties = message['properties']
         local info = properties['delivery_info']
         local tag = properties['delivery_tag']
-        local entry = '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ','
-            .. cjson.encode(info['routing_key']) .. ']'
+        if type(tag) == 'string' and type(info) == 'table' then
+            return tag, cjson.encode(info['exchange']), cjson.encode(info['routing_key'])
+        end
+        return nil
+    end
+    local tag = string.match(item, '"delivery_tag": *"([^"\\]+)"')
+    local exchange = string.match(item, '"exchange": *("[^"\\]*")')
+    local routing_key = string.match(item, '"routing_key": *("[^"\\]*")')
+    if tag and exchange and routing_key then
+        return tag, exchange, routing_key
+    end
+    return nil
+end
+
+for i = 3, #KEYS do
+    local item = redis.call('RPOP', KEYS[i])
+    if item then
+        local tag, exchange, routing_key = fields(item)
+        if not tag then
+            return {KEYS[i], item, 0}
+        end
         redis.call('ZADD', KEYS[2], ARGV[1], tag)
+        local entry = '[' .. item .. ',' .. exchange .. ',' .. routing_key .. ']'
         redis.call('HSET', KEYS[1], tag, entry)
-        return {KEYS[i], item}
+        return {KEYS[i], item, 1}
     end
 end
 return nil
@@ -156,12 +178,13 @@ class Channel(kombu_redis.Channel):
             self._send_wait()
             raise Empty()
         self._in_poll = None
-        key, item = (bytes_to_str(part) for part in reply)
+        key, item, recorded = bytes_to_str(reply[0]), bytes_to_str(reply[1]), int(reply[2])
         if self.global_keyprefix:
             key = key.removeprefix(self.global_keyprefix)
         queue = key.rsplit(self.sep, 1)[0]
         message = loads(item)
-        self.recorded_tags.add(message["properties"]["delivery_tag"])
+        if recorded:
+            self.recorded_tags.add(message["properties"]["delivery_tag"])
         self._queue_cycle.rotate(queue)
         self.connection._deliver(message, queue)
         self._flush_brpop_reauth()
