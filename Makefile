@@ -12,7 +12,7 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench system-deps venv env model models-hf vllm-env llama-server up down worker demo doctor logs test test-unit test-integration test-faults test-docker docker-env images lint format clean
+.PHONY: help bench bench-fetch system-deps venv env model models-hf vllm-env llama-server up down worker demo doctor logs test test-unit test-integration test-faults test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -105,6 +105,9 @@ images: venv ## build both server images (latest + version tags); PUSH=1 pushes 
 
 bench: venv model models-hf llama-server ## throughput: direct vs our pipeline vs naive Celery (BACKEND=llamacpp|vllm|instant, LLAMACPP_ENGINE=server|python)
 	$(BIN)/python -m bench.run --backend $(or $(BACKEND),llamacpp) --engine $(or $(strip $(LLAMACPP_ENGINE)),server) --out bench-results.json
+
+bench-fetch: venv ## what the atomic fetch costs against stock kombu's BRPOP (no-op jobs, repeated)
+	$(BIN)/python -m bench.fetch
 
 clean: down ## remove runtime state (keeps .venv, .env and models)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
