@@ -117,3 +117,18 @@ def test_the_script_takes_from_the_first_queue_that_holds_a_message(
 
     assert (first[0], second[0]) == (b"q-high", b"q-low")
     client.flushdb()
+
+
+def test_a_queued_message_that_is_not_a_task_is_dropped_and_the_worker_goes_on(
+    submit: Callable[..., Any], redis_server: RedisServer, worker: Worker
+) -> None:
+    client = redis_server.client()
+    client.lpush("kcw", "not json at all")
+    client.lpush("kcw", json.dumps({"body": "e30=", "properties": {"delivery_tag": "odd"}}))
+
+    job = submit("chat", CHAT)
+
+    assert job.state == "SUCCESS"
+    assert worker.alive()
+    assert "dropped a message from Redis that is not a task message" in worker.output()
+    assert client.hget("unacked", "odd") is None

@@ -135,13 +135,15 @@ class Channel(kombu_redis.Channel):
 
     def _send_wait(self, timeout: float | None = None) -> None:
         """Block until the first queue holds a message, without taking it."""
-        key = self._fetch_keys()[0]
+        keys = self._fetch_keys()
+        if not keys:
+            return
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
-        self._waiting_on = key
+        self._waiting_on = keys[0]
         wait = timeout if timeout is not None else self.brpop_timeout
         self.client.connection.send_command(
-            "BLMOVE", self._key(key), self._key(key), "RIGHT", "RIGHT", wait or 0
+            "BLMOVE", self._key(keys[0]), self._key(keys[0]), "RIGHT", "RIGHT", wait or 0
         )
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -154,22 +156,21 @@ class Channel(kombu_redis.Channel):
         try:
             reply = self.client.parse_response(self.client.connection, command, **options)
         except self.connection_errors:
-            self._in_poll = None
-            self._waiting_on = None
             self.client.connection.disconnect()
             raise
         except self.ResponseError as exc:
             # Never fatal for the worker: a Redis that forgot the script (restarted, or
             # SCRIPT FLUSH) gets it again; one that refuses it (out of memory, say) is asked
             # again a moment later, while its jobs stay queued.
-            self._in_poll = None
-            self._waiting_on = None
             if isinstance(exc, NoScriptError):
                 self._fetch_sha = None
             else:
                 log.warning("Redis refused to hand out a job (%s); trying again in 1 s", exc)
                 self._resume_at = time.monotonic() + REFUSED_PAUSE_S
             raise Empty() from None
+        finally:
+            self._in_poll = None
+            self._waiting_on = None
         if waited:
             # A message arrived (or the wait timed out): take whatever is there now.
             self._send_fetch()
@@ -177,18 +178,32 @@ class Channel(kombu_redis.Channel):
         if not reply:
             self._send_wait()
             raise Empty()
-        self._in_poll = None
         key, item, recorded = bytes_to_str(reply[0]), bytes_to_str(reply[1]), int(reply[2])
         if self.global_keyprefix:
             key = key.removeprefix(self.global_keyprefix)
         queue = key.rsplit(self.sep, 1)[0]
-        message = loads(item)
+        try:
+            message = loads(item)
+            tag = message["properties"]["delivery_tag"]
+        except (ValueError, TypeError, KeyError):
+            self._drop(item, recorded)
+            raise Empty() from None
         if recorded:
-            self.recorded_tags.add(message["properties"]["delivery_tag"])
+            self.recorded_tags.add(tag)
         self._queue_cycle.rotate(queue)
         self.connection._deliver(message, queue)
         self._flush_brpop_reauth()
         return True
+
+    def _drop(self, item: str, recorded: int) -> None:
+        """A message that is no kombu message can never run: say so, and forget it."""
+        log.error("dropped a message from Redis that is not a task message: %.200r", item)
+        if recorded:
+            tag = item.split('"delivery_tag": "', 1)[-1].split('"', 1)[0]
+            with self.conn_or_acquire() as client:
+                client.pipeline().zrem(self.unacked_index_key, tag).hdel(
+                    self.unacked_key, tag
+                ).execute()
 
 
 class Transport(kombu_redis.Transport):
