@@ -13,9 +13,8 @@ import asyncio
 import signal
 import subprocess
 import threading
-from dataclasses import dataclass, field
 
-from tests.support.processes import free_port
+from tests.faults.tcp_proxy import TcpProxy, pipe
 
 FETCH_COMMANDS = (b"BRPOP", b"EVALSHA")
 MESSAGE_MARK = b'"delivery_tag"'
@@ -29,20 +28,20 @@ def command_name(chunk: bytes) -> bytes | None:
     return parts[2].upper() if len(parts) > 2 else None
 
 
-@dataclass
-class FetchKiller:
-    """Kill `target` at its `at`-th successful fetch; the count and kills are kept."""
+class FetchKiller(TcpProxy):
+    """Kill `target` at its `at`-th successful fetch; the kills are counted."""
 
-    upstream_port: int
-    port: int = field(default_factory=free_port)
-    kills: int = 0
-    _target: subprocess.Popen[bytes] | None = None
-    _at: int = 0
-    _fetched: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _stopped: asyncio.Event = field(init=False)
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(upstream_port)
+        self.kills = 0
+        self._target: subprocess.Popen[bytes] | None = None
+        self._at = 0
+        self._fetched = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> FetchKiller:
+        super().start()
+        return self
 
     def arm(self, target: subprocess.Popen[bytes], at: int) -> None:
         """Kill `target` when the `at`-th fetch that carries a message comes back."""
@@ -60,80 +59,27 @@ class FetchKiller:
             self.kills += 1
             return target
 
-    def start(self) -> FetchKiller:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        self._stopped = asyncio.Event()
-
-        async def main() -> None:
-            server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-            ready.set()
-            await self._stopped.wait()
-            server.close()
-            current = asyncio.current_task()
-            pending = [task for task in asyncio.all_tasks() if task is not current]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
-        loop.run_until_complete(main())
-        loop.close()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopped.set)
-            self._thread.join(10)
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            client_w.close()
-            return
+    async def relay(
+        self,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        up_r: asyncio.StreamReader,
+        up_w: asyncio.StreamWriter,
+    ) -> None:
         last: list[bytes | None] = [None]  # the command this connection sent last
-        try:
-            await asyncio.gather(
-                self._requests(client_r, up_w, last), self._replies(up_r, client_w, last)
-            )
-        finally:
-            up_w.close()
-            client_w.close()
 
-    async def _requests(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, last: list[bytes | None]
-    ) -> None:
-        try:
-            while chunk := await src.read(65536):
-                last[0] = command_name(chunk) or last[0]
-                dst.write(chunk)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            dst.close()
+        async def note_command(chunk: bytes) -> bool:
+            last[0] = command_name(chunk) or last[0]
+            return True
 
-    async def _replies(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, last: list[bytes | None]
-    ) -> None:
-        try:
-            while chunk := await src.read(65536):
-                if last[0] in FETCH_COMMANDS and MESSAGE_MARK in chunk:
-                    target = self._should_kill()
-                    if target is not None:
-                        target.send_signal(signal.SIGKILL)
-                        return  # the reply never reaches the worker
-                dst.write(chunk)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            dst.close()
+        async def kill_at_fetch(chunk: bytes) -> bool:
+            if last[0] in FETCH_COMMANDS and MESSAGE_MARK in chunk:
+                target = self._should_kill()
+                if target is not None:
+                    target.send_signal(signal.SIGKILL)
+                    return False  # the reply never reaches the worker
+            return True
+
+        await asyncio.gather(
+            pipe(client_r, up_w, note_command), pipe(up_r, client_w, kill_at_fetch)
+        )
