@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.faults.ledger import WRITE
 from tests.faults.report import Row
 from tests.support.generated import (
     CASES,
@@ -194,10 +196,16 @@ def test_worker_fails_every_generated_bad_payload_clearly(
             if job.id not in lost_ids
             and (why := unclear(name, job, expected.get(job.id))) is not None
         ]
+        ids = {job.id for _, job in sent}
+        writes = Counter(i for i in WRITE.findall(worker.output()) if i in ids)
         WORKER_FIGURES.update(
             submitted=len(sent),
+            completed=sum(job.state == "SUCCESS" for _, job in sent),
             failed_clearly=len(sent) - len(lost) - len(problems),
             lost=len(lost),
+            duplicated=sum(count > 1 for count in writes.values()),
+            crashes=0 if worker.alive() else 1,
+            result_writes_logged=sum(writes.values()),
             wait_s=round(waited, 1),
         )
         print(f"worker: {len(sent)} bad jobs ended in {waited:.1f}s, {len(lost)} lost")
@@ -254,16 +262,20 @@ def test_zz_at_least_a_thousand_generated_cases(
         "hand-picked edge cases": len(EDGE_CASES) + 1 + len(CLI_EDGE_CASES),
         "longest error message (chars)": LONGEST_MESSAGE["chars"],
         "levels of the undecodable payload": WORKER_FIGURES.get("deep case depth", 0),
+        "result writes logged": WORKER_FIGURES.get("result_writes_logged", 0),
     }
     record(
         Row(
             scenario="generated bad input",
             submitted=int(WORKER_FIGURES.get("submitted", 0)),
-            completed=0,
+            completed=int(WORKER_FIGURES.get("completed", 0)),
             failed_clearly=int(WORKER_FIGURES.get("failed_clearly", 0)),
             lost=int(WORKER_FIGURES.get("lost", 0)),
-            duplicated=0,
-            note=f"{total} generated cases, 0 crashes, 0 hangs",
+            duplicated=int(WORKER_FIGURES.get("duplicated", 0)),
+            note=(
+                f"{total} generated cases, {int(WORKER_FIGURES.get('crashes', 0))} crashes, "
+                f"{int(WORKER_FIGURES.get('lost', 0))} hangs"
+            ),
             extra=extra,
         )
     )
