@@ -27,7 +27,6 @@ class Stack:
     redis_port: int
     llm_port: int
     files: list[str]
-    job_id: str = ""
 
     @property
     def llm_url(self) -> str:

@@ -91,7 +91,6 @@ def test_host_worker_gets_a_real_completion(stack: Stack, tmp_path: Path) -> Non
         assert job.successful(), job.result
         assert job.result["text"]
         assert job.result["usage"]["completion_tokens"] > 0
-        stack.job_id = job.id
         secrets_ = [stack.env["LLM_API_KEY"], stack.env["REDIS_PASSWORD"]]
         logs = worker.output() + stack.compose("logs").stdout + json.dumps(job.result)
         assert not [secret for secret in secrets_ if secret in logs]
@@ -196,16 +195,40 @@ def test_llama_cpp_pythons_server_is_one_setting_away(llamacpp_image: str) -> No
         assert [m["id"] for m in models["data"]] == ["SmolLM2-135M-Instruct.Q4_1"]
 
 
-def test_results_survive_compose_down_and_up(stack: Stack) -> None:
-    """AOF on the named volume: what Redis held before `down` is there after `up`."""
+def test_a_redis_kill_9_keeps_queued_jobs_and_results_by_aof_alone(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """`docker kill -s KILL` on Redis with RDB snapshots off: only the AOF can bring data back.
+
+    The test makes its own jobs: one finished (its result stored), one still queued.
+    """
+    from tests.support.processes import client_app, submitter
+
     client = stack.redis(stack.env["REDIS_PASSWORD"])
-    key = f"celery-task-meta-{secrets.token_hex(8)}"
-    client.set(key, json.dumps({"status": "SUCCESS", "result": {"text": "kept"}}))
-    time.sleep(1.5)  # appendfsync everysec
-    stack.compose("down")
-    stack.compose("up", "-d", "--wait")
-    after = stack.redis(stack.env["REDIS_PASSWORD"])
-    assert json.loads(after.get(key) or "{}")["result"] == {"text": "kept"}
-    if stack.job_id:  # the real job's result, stored by the worker before `down`
-        stored = json.loads(after.get(f"celery-task-meta-{stack.job_id}") or "{}")
-        assert stored["status"] == "SUCCESS"
+    assert client.config_get("appendonly")["appendonly"] == "yes"
+    client.config_set("save", "")  # no RDB snapshot, at shutdown or ever: AOF alone
+    server = RedisServer(stack.redis_port, stack.env["REDIS_PASSWORD"], None)  # type: ignore[arg-type]
+    env = worker_env(server, stack.llm_url, LLM_API_KEY=stack.env["LLM_API_KEY"])
+    app = client_app(server)
+    chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
+    try:
+        worker = start_worker(tmp_path, env, "before-kill")
+        finished = submitter(app)("chat", chat)
+        stop(worker.proc)
+        assert finished.successful(), finished.result
+        queued = app.send_task("kcw.chat", args=[chat])  # no worker now: it stays queued
+        time.sleep(1.5)  # appendfsync everysec
+        stack.compose("kill", "-s", "KILL", "redis")
+        stack.compose("up", "-d", "--wait")
+
+        after = stack.redis(stack.env["REDIS_PASSWORD"])
+        stored = json.loads(after.get(f"celery-task-meta-{finished.id}") or "{}")
+        assert stored.get("status") == "SUCCESS", "the finished job's result was lost"
+        assert after.llen("kcw") == 1, "the queued job was lost"
+        worker = start_worker(tmp_path, env, "after-kill")
+        try:
+            assert queued.get(timeout=120)["text"]
+        finally:
+            stop(worker.proc)
+    finally:
+        app.close()
