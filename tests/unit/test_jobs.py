@@ -20,6 +20,7 @@ from worker.jobs.chat import ChatInput
 from worker.jobs.classify import ClassifyInput
 from worker.jobs.embed import EmbedInput
 from worker.jobs.extract import ExtractInput
+from worker.jobs.kind import SHOWN_OUTPUT_CHARS
 
 if TYPE_CHECKING:
     from tests.unit.conftest import ClientFactory, FakeServer, ServerFactory
@@ -182,7 +183,7 @@ def test_extract_keeps_only_the_start_of_a_huge_last_output(
     with pytest.raises(LLMResponseInvalid) as caught:
         extract.extract(make_client(server), extract_input(), max_attempts=1)
 
-    assert caught.value.last_output == "x" * extract.SHOWN_OUTPUT_CHARS
+    assert caught.value.last_output == "x" * SHOWN_OUTPUT_CHARS
 
 
 # --- classify ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from worker.errors import LLMResponseInvalid, UsageError
 from worker.jobs.inputs import MAX_LABELS, MAX_MESSAGE_CHARS, JobInput
-from worker.jobs.kind import CliInput, Demo, JobKind, job_result
+from worker.jobs.kind import SHOWN_OUTPUT_CHARS, CliInput, Demo, JobKind, job_result
 from worker.jobs.registry import register
 from worker.llm.types import Usage
 
@@ -19,7 +19,6 @@ __all__ = ["KIND", "ClassifyInput", "Example", "classify", "classify_messages"]
 
 JSON = dict[str, Any]
 Messages = list[dict[str, str]]
-SHOWN_OUTPUT_CHARS = 2000
 
 
 class Example(JobInput):

@@ -16,7 +16,7 @@ from worker.jobs.inputs import (
     json_problem,
     printable,
 )
-from worker.jobs.kind import CliInput, Demo, JobKind, job_result
+from worker.jobs.kind import SHOWN_OUTPUT_CHARS, CliInput, Demo, JobKind, job_result
 from worker.jobs.registry import register
 from worker.llm.types import Usage
 
@@ -27,7 +27,6 @@ __all__ = ["KIND", "PERSON_SCHEMA", "ExtractInput", "extract", "extract_messages
 
 JSON = dict[str, Any]
 Messages = list[dict[str, str]]
-SHOWN_OUTPUT_CHARS = 2000
 
 
 class ExtractInput(JobInput):

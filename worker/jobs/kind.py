@@ -15,9 +15,19 @@ from worker.llm.types import Usage
 if TYPE_CHECKING:
     from worker.llm.client import LLMClient
 
-__all__ = ["CliInput", "Demo", "JobContext", "JobKind", "job_result", "task_name"]
+__all__ = [
+    "SHOWN_OUTPUT_CHARS",
+    "CliInput",
+    "Demo",
+    "JobContext",
+    "JobKind",
+    "job_result",
+    "task_name",
+]
 
 JSON = dict[str, Any]
+# How much of the model's last output a failed job keeps in its error.
+SHOWN_OUTPUT_CHARS = 2000
 I = TypeVar("I", bound=BaseModel)  # noqa: E741 - the input model of a kind
 
 

@@ -103,7 +103,8 @@ class Channel(kombu_redis.Channel):
         # Delivery tags already in `unacked`, between the fetch and QoS.append.
         self.recorded_tags: set[str] = set()
         self._fetch_sha: str | None = None
-        self._waiting_on: str | None = None
+        # True while a BLMOVE wait, not a fetch, is the command in flight.
+        self._waiting = False
         self._resume_at = 0.0
 
     def _key(self, name: str) -> str:
@@ -124,7 +125,7 @@ class Channel(kombu_redis.Channel):
         all_keys = [self.unacked_key, self.unacked_index_key, *keys]
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
-        self._waiting_on = None
+        self._waiting = False
         self.client.connection.send_command(
             "EVALSHA",
             self._fetch_sha,
@@ -140,7 +141,7 @@ class Channel(kombu_redis.Channel):
             return
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
-        self._waiting_on = keys[0]
+        self._waiting = True
         wait = timeout if timeout is not None else self.brpop_timeout
         self.client.connection.send_command(
             "BLMOVE", self._key(keys[0]), self._key(keys[0]), "RIGHT", "RIGHT", wait or 0
@@ -151,7 +152,7 @@ class Channel(kombu_redis.Channel):
             self._send_fetch()
 
     def _brpop_read(self, **options: Any) -> bool:
-        waited = self._waiting_on is not None
+        waited = self._waiting
         command = "BLMOVE" if waited else "EVALSHA"
         try:
             reply = self.client.parse_response(self.client.connection, command, **options)
@@ -170,7 +171,7 @@ class Channel(kombu_redis.Channel):
             raise Empty() from None
         finally:
             self._in_poll = None
-            self._waiting_on = None
+            self._waiting = False
         if waited:
             # A message arrived (or the wait timed out): take whatever is there now.
             self._send_fetch()
