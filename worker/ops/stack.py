@@ -8,14 +8,13 @@ their pid files, logs and data under `.run/`.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from worker.config import StackSettings
-from worker.errors import StackError
+from worker.errors import ProcessStartError, StackError
 from worker.ops.compose import (
     COMPOSE_FILES,
     compose_command,
@@ -27,7 +26,7 @@ from worker.ops.compose import (
 from worker.ops.health import check_redis, wait_until_ready
 from worker.ops.llm_servers import ensure_llama_server, launcher_env
 from worker.ops.processes import pid_alive, port_in_use, spawn_detached, stop_detached
-from worker.ops.redis_server import INSTALL_HINT, redis_conf
+from worker.ops.redis_server import redis_binary, redis_conf
 from worker.ops.workers import worker_argv
 
 __all__ = ["stack_down", "stack_up"]
@@ -48,10 +47,18 @@ def _redis_conf(settings: StackSettings) -> Path:
     return conf
 
 
+def _redis_server() -> str:
+    """The redis-server binary, or `StackError` saying how to install it."""
+    try:
+        return redis_binary()
+    except ProcessStartError as exc:
+        raise StackError(str(exc)) from None
+
+
 def check_local(settings: StackSettings) -> None:
     """Everything the local stack needs, checked before anything starts (so nothing is left)."""
-    if not shutil.which("redis-server") and not port_in_use(settings.redis_port):
-        raise StackError(INSTALL_HINT)
+    if not port_in_use(settings.redis_port):
+        _redis_server()
     if not pid_alive(RUN_DIR / "llm-server.pid"):
         if port_in_use(settings.llm_port):
             raise StackError(
@@ -84,9 +91,7 @@ def start_redis(settings: StackSettings, out: TextIO) -> None:
             f"port {settings.redis_port} is in use by something that is not our Redis: stop it, "
             "or set REDIS_PORT in .env to a free port"
         )
-    binary = shutil.which("redis-server")
-    if not binary:
-        raise StackError(INSTALL_HINT)
+    binary = _redis_server()
     pid = spawn_detached(RUN_DIR, "redis", [binary, str(_redis_conf(settings))], os.environ)
     out.write(f"started redis-server on 127.0.0.1:{settings.redis_port} (pid {pid})\n")
 
