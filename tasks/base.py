@@ -9,7 +9,7 @@ from typing import Any
 from celery import Task, states
 from celery.exceptions import Ignore
 
-from worker import deadline
+from worker import deadline, tracing
 from worker.errors import (
     JobTimedOut,
     LLMRateLimited,
@@ -61,7 +61,10 @@ class LLMTask(Task):  # type: ignore[type-arg]
             log.info("job %s was delivered again but already has a result: skipped", request.id)
             raise Ignore()
         settings = worker_settings()
-        with deadline.job_deadline(settings.task_soft_time_limit, settings.task_time_limit):
+        with (
+            deadline.job_deadline(settings.task_soft_time_limit, settings.task_time_limit),
+            tracing.running_job(str(request.id)),
+        ):
             return super().__call__(*args, **kwargs)
 
     def _finished_before(self) -> bool:

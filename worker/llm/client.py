@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
-from worker import deadline
+from worker import deadline, tracing
 from worker.config import WorkerSettings
 from worker.errors import LLMServerDown, LLMUnavailable
 from worker.llm.backends import PROFILES, BackendName
@@ -74,6 +74,7 @@ class LLMClient:
             timeout=httpx.Timeout(settings.llm_timeout, connect=min(10.0, settings.llm_timeout)),
             limits=limits,
             transport=self._transport,
+            event_hooks={"request": [_tag_with_job]},
         )
         sdk = openai.OpenAI(
             base_url=f"{url}/v1",
@@ -342,6 +343,11 @@ class LLMClient:
         vectors = [pooled(item["embedding"]) for item in items]
         tokens = sum(len(item["embedding"]) for item in items)
         return vectors, Usage(prompt_tokens=tokens), model
+
+
+def _tag_with_job(request: httpx.Request) -> None:
+    """Name the running job (and this run of it) in every request's headers."""
+    request.headers.update(tracing.headers())
 
 
 def _index(item: Any) -> int:
