@@ -12,7 +12,7 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench bench-fetch system-deps venv env model models-hf vllm-env llama-server up down worker demo doctor logs test test-unit test-integration test-faults test-docker docker-env images lint format clean
+.PHONY: help bench bench-fetch system-deps venv env model models-hf vllm-env llama-server up down api worker demo doctor logs test test-unit test-integration test-faults test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ up: system-deps venv .env model ## start Redis and the LLM server (compose if Do
 
 down: ## stop what `make up` started
 	@if [ -x $(KCW) ]; then $(KCW) down; fi
+
+api: venv .env ## run the Files and Batch API (`kcw serve`) in the foreground on API_PORT
+	$(KCW) serve
 
 worker: venv .env ## run a worker in the foreground
 	$(BIN)/celery -A worker worker --loglevel=info

@@ -24,7 +24,7 @@ from worker.runtime.process import close_client, worker_settings
 __all__ = ["QUEUE", "TASK_MODULES", "app", "celery_config"]
 
 # The modules that define the tasks; each job kind has its task line in one of them.
-TASK_MODULES = ["tasks.jobs", "tasks.summarize"]
+TASK_MODULES = ["tasks.jobs", "tasks.summarize", "tasks.batches"]
 
 app = Celery("kcw", include=TASK_MODULES)
 app.add_defaults(lambda: celery_config(worker_settings()))

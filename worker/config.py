@@ -8,6 +8,8 @@ the class for its audience and receives it explicitly:
     StackSettings       `kcw up` and `kcw models pull`: the worker's keys plus the local
                         llama.cpp server and the images compose needs
     ComposeSettings     keys only the compose files and image builds read
+    ApiSettings         `kcw serve` and `kcw batch`: the worker's keys plus the HTTP API,
+                        its data directory and the batch window
     Settings            every key of `.env`, checked as a whole by `kcw`
 """
 
@@ -25,6 +27,7 @@ from worker.errors import SettingsError
 
 __all__ = [
     "PLACEHOLDER_SECRETS",
+    "ApiSettings",
     "ComposeSettings",
     "Settings",
     "SettingsError",
@@ -214,8 +217,57 @@ class ComposeSettings(_EnvSettings):
     image_registry: str = ""
 
 
-class Settings(StackSettings, ComposeSettings):
-    """Every key the worker, `kcw`, the compose files and the image builds read."""
+# OpenAI's limits on one batch input file.
+BATCH_MAX_BYTES = 200 * 1024 * 1024
+BATCH_MAX_LINES = 50_000
+
+
+class ApiSettings(WorkerSettings):
+    """What `kcw serve` (the Files and Batch API) and `kcw batch` read on top of the worker's."""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8100, ge=1, le=65535)
+    # Bearer key every /v1 route needs; empty is allowed only on a loopback API_HOST.
+    kcw_api_key: SecretStr = SecretStr("")
+    # Where `kcw batch` finds the API; empty = http://API_HOST:API_PORT (loopback for 0.0.0.0).
+    kcw_api_url: str = ""
+    kcw_data_dir: Path = Path("data")
+    # Batch lines queued or running at once over all batches; 0 = the servers' windows + 2.
+    batch_window: int = Field(0, ge=0, le=4096)
+    # Seconds before a line sent with no result is sent again; 0 = the visibility timeout.
+    batch_line_timeout: int = Field(0, ge=0)
+    batch_max_bytes: int = Field(BATCH_MAX_BYTES, ge=1024)
+    batch_max_lines: int = Field(BATCH_MAX_LINES, ge=1)
+
+    @field_validator("kcw_api_key")
+    @classmethod
+    def _refuse_placeholder_key(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("is still the placeholder from .env.sample; set a real secret")
+        return value
+
+    @field_validator("kcw_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        return _server_url(value) if value.strip() else ""
+
+    @property
+    def api_url(self) -> str:
+        """The API's base URL (without /v1) as a client on this machine reaches it."""
+        if self.kcw_api_url:
+            return self.kcw_api_url
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def line_timeout(self) -> int:
+        """Seconds a batch line may stay without a result before it is sent again."""
+        return self.batch_line_timeout or self.visibility_timeout
+
+
+class Settings(StackSettings, ComposeSettings, ApiSettings):
+    """Every key the worker, `kcw`, the API, the compose files and the image builds read."""
 
 
 def load_settings(cls: type[S] = Settings, **overrides: object) -> S:  # type: ignore[assignment]

@@ -23,6 +23,13 @@ HTTP and SDK errors are turned into these classes at one boundary
     ├── StackError                      `kcw up` cannot start Redis or the LLM server
     ├── ProcessStartError               a process we started exited or never became ready
     │   └── NotRunnableHere             this machine cannot run that server (vLLM-cpu, no AVX-512)
+    ├── ApiError                        a request to `kcw serve` failed (carries its HTTP status)
+    │   ├── InvalidRequest              400: a parameter or an uploaded file is wrong
+    │   ├── Unauthorized                401: KCW_API_KEY is missing or wrong
+    │   ├── NotFound                    404: no file, batch or route by that name
+    │   ├── Conflict                    409: the object's state forbids it
+    │   ├── PayloadTooLarge             413: an upload over BATCH_MAX_BYTES
+    │   └── ApiUnavailable              503: `kcw serve` or its Redis cannot be reached
     └── ModelPullError                  `kcw models pull` could not download a model
 
 Every error carries a message that names the setting or input to fix. The
@@ -33,10 +40,14 @@ store and rebuild them.
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
+    "ApiUnavailable",
     "AuthenticationFailed",
+    "Conflict",
     "ContextLengthExceeded",
     "EmbeddingsUnsupported",
     "InvalidJobInput",
+    "InvalidRequest",
     "JobTimedOut",
     "JobWaitTimedOut",
     "KcwError",
@@ -48,10 +59,13 @@ __all__ = [
     "LLMUnavailable",
     "ModelNotFound",
     "ModelPullError",
+    "NotFound",
     "NotRunnableHere",
+    "PayloadTooLarge",
     "ProcessStartError",
     "SettingsError",
     "StackError",
+    "Unauthorized",
     "UnknownJobKind",
     "UsageError",
 ]
@@ -159,3 +173,66 @@ class ModelPullError(KcwError, RuntimeError):
 
 class NotRunnableHere(ProcessStartError):
     """Raised when this machine cannot run a server at all (vLLM-cpu needs AVX-512)."""
+
+
+class ApiError(KcwError):
+    """Raised when a request to `kcw serve` cannot be served; maps to one HTTP status."""
+
+    status = 500
+    kind = "server_error"
+    default_code: str | None = None
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.default_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(ApiError):
+    """Raised when a parameter or an uploaded file is wrong; the message says what to fix."""
+
+    status = 400
+    kind = "invalid_request_error"
+
+
+class Unauthorized(ApiError):
+    """Raised when a request to `kcw serve` has no Bearer key or the wrong one (KCW_API_KEY)."""
+
+    status = 401
+    kind = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class NotFound(ApiError):
+    """Raised when no file, batch or route has the name a request gives."""
+
+    status = 404
+    kind = "invalid_request_error"
+    default_code = "not_found"
+
+
+class Conflict(ApiError):
+    """Raised when an object's state forbids the request (cancelling a finished batch)."""
+
+    status = 409
+    kind = "invalid_request_error"
+
+
+class PayloadTooLarge(ApiError):
+    """Raised when an upload is larger than BATCH_MAX_BYTES."""
+
+    status = 413
+    kind = "invalid_request_error"
+    default_code = "file_too_large"
+
+
+class ApiUnavailable(ApiError):
+    """Raised when `kcw serve`, or the Redis behind it, cannot be reached."""
+
+    status = 503
+    kind = "server_error"
+    default_code = "unavailable"

@@ -1,4 +1,4 @@
-"""`kcw`: check the stack, submit jobs, read results, and run the demo."""
+"""`kcw`: check the stack, submit jobs, read results, run the demo and the Batch API."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from worker.cli.commands import COMMANDS
 from worker.cli.parser import parse_args
 from worker.config import get_settings
 from worker.errors import (
+    ApiError,
     JobWaitTimedOut,
     ModelPullError,
     SettingsError,
@@ -25,6 +26,7 @@ REPORTED = (
     (JobWaitTimedOut, exit_codes.TIMED_OUT),
     (StackError, exit_codes.FAILED),
     (ModelPullError, exit_codes.FAILED),
+    (ApiError, exit_codes.FAILED),
 )
 
 

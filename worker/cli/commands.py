@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from worker.cli import exit_codes
+from worker.cli.batch import batch, serve
 from worker.cli.output import print_checks, show_job, wait_visibly
 from worker.cli.payloads import build_payload
 from worker.client import JobClient
@@ -125,4 +126,6 @@ COMMANDS: dict[str, Command] = {
     "result": result,
     "models": models,
     "demo": demo,
+    "serve": serve,
+    "batch": batch,
 }

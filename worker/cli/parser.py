@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from worker.cli.batch import add_batch_parsers
 from worker.jobs import registry
 
 __all__ = ["build_parser", "parse_args"]
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     pull = models_sub.add_parser("pull", help="download a Hugging Face repo into models/hf/")
     pull.add_argument("repo", help="e.g. HuggingFaceTB/SmolLM2-135M-Instruct")
     pull.add_argument("--dir", default="models/hf", help="where to put it (default models/hf)")
+
+    add_batch_parsers(sub)
 
     demo = sub.add_parser("demo", help="run one sample job of each kind and print the results")
     demo.add_argument("--timeout", type=float, default=600.0)

@@ -25,6 +25,7 @@ from worker.llm.discovery import fetch_info, get_json
 from worker.llm.http_errors import error_from_response, translate_error
 from worker.llm.limits import AdaptiveLimit, window_for_slots
 from worker.llm.parsing import parse_completion, parse_vllm_metrics, pooled
+from worker.llm.passthrough import RawReply, post_raw
 from worker.llm.retrying import call_retrying
 from worker.llm.routing import Endpoint, Outcome, ServerPool
 from worker.llm.types import Completion, HealthReport, ServerInfo, Usage
@@ -274,6 +275,10 @@ class LLMClient:
             return completion
 
         return self._call(call)
+
+    def post_raw(self, path: str, body: JSON) -> RawReply:
+        """POST `body` to `path` as written (a Batch API line), routed, windowed and retried."""
+        return self._call(lambda ep, info: post_raw(ep, info, path, body, self._timeout()))
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens in `text` by the server's own tokenizer, or None if it has no such route."""
