@@ -12,7 +12,7 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench bench-fetch system-deps venv env model models-hf vllm-env llama-server up down api worker demo doctor logs test test-unit test-integration test-faults test-docker docker-env images lint format clean
+.PHONY: help bench bench-fetch system-deps venv env model models-hf vllm-env llama-server up down api worker demo doctor logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -91,11 +91,18 @@ test-unit: venv ## unit tests only (no network)
 test-integration: system-deps venv model models-hf llama-server ## real redis-server, llama.cpp and vLLM servers, real workers
 	$(BIN)/pytest tests/integration -v
 
-test: system-deps venv model models-hf llama-server lint ## lint, then the unit, integration and fault tiers
-	$(BIN)/pytest tests/unit tests/integration tests/faults -v -ra
+# The fault tier runs in a random order (modules, and tests within each): no test may
+# lean on another. The seed is printed; rerun one order with RANDOM_ORDER=--random-order-seed=N.
+RANDOM_ORDER ?= --random-order
+test: system-deps venv model models-hf llama-server lint ## lint, then the unit, integration and fault tiers (faults in random order)
+	$(BIN)/pytest tests/unit tests/integration -v -ra
+	$(BIN)/pytest tests/faults -v -ra $(RANDOM_ORDER)
 
-test-faults: system-deps venv model llama-server ## the fault tier alone: kill workers, restart Redis, stop the LLM server, load, bad input
-	$(BIN)/pytest tests/faults -v -ra
+test-faults: system-deps venv model llama-server ## the fault tier alone, in random order: kill workers, restart Redis, stop the LLM server, load, bad input
+	$(BIN)/pytest tests/faults -v -ra $(RANDOM_ORDER)
+
+fault-table: venv ## rewrite the README's fault tables from the last fault-tier report
+	$(BIN)/python scripts/fault_table.py --write
 
 docker-env: venv ## install and start a Docker engine, compose and hadolint; build stand-in bases
 	scripts/docker-env all

@@ -1,9 +1,11 @@
-"""Count what happened to every job of a fault scenario, from Redis and the workers' logs.
+"""Count what happened to every job of a fault scenario, from Redis, the LLM traffic and logs.
 
 completed: a SUCCESS result is stored. failed clearly: a FAILURE result whose error is
 one of kc-worker's errors, with a message. lost: no final result when the scenario
-ends. duplicated: a job whose result was written more than once (each write is a
-"succeeded in" or "raised" line in some worker's log).
+ends. duplicated: a job whose final result was written more than once (seen on Celery's
+result channel by `StoredResults`, or logged by a worker). executed more than once: a
+job that called the LLM server from more than one run (`CountingProxy`), whether or not
+it stored a second result; a request retried inside one run does not count.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import redis
 
+from tests.faults.counting_proxy import CountingProxy
 from tests.faults.report import Row
+from tests.faults.stored_results import StoredResults
 from worker import errors
 from worker.client import JobClient
 
@@ -44,6 +48,8 @@ class Ledger:
 
     app: Any
     redis_client: redis.Redis
+    calls: CountingProxy
+    stored: StoredResults
     ids: list[str] = field(default_factory=list)
     _final: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -89,6 +95,11 @@ class Ledger:
             time.sleep(1.0)
         return time.monotonic() - started
 
+    def lost_ids(self) -> set[str]:
+        """The jobs with no final result stored now (a result Redis lost counts as lost)."""
+        metas = self.metas(fresh=True)
+        return {i for i in self.ids if metas.get(i, {}).get("status") not in READY}
+
     def row(self, scenario: str, logs: list[Path], note: str = "", **extra: Any) -> Row:
         metas = self.metas(fresh=True)  # a result Redis lost after it was seen counts as lost
         completed = sum(meta["status"] == "SUCCESS" for meta in metas.values())
@@ -97,7 +108,13 @@ class Ledger:
         )
         ours = set(self.ids)
         text = "\n".join(path.read_text(errors="replace") for path in logs)
-        writes = Counter(i for i in WRITE.findall(text) if i in ours)
+        logged = Counter(i for i in WRITE.findall(text) if i in ours)
+        stored = self.stored.writes()
+        # Each source can miss a write (a worker killed before logging, a restart between
+        # two subscriptions); neither can invent one.
+        writes = {i: max(logged[i], stored[i]) for i in ours}
+        calls = self.calls.calls()
+        mine = [calls[i] for i in ours if i in calls]
         received = Counter(i for i in RECEIVED.findall(text) if i in ours)
         retries = Counter(i for i in RETRY.findall(text) if i in ours)
         return Row(
@@ -107,8 +124,11 @@ class Ledger:
             failed_clearly=clear,
             lost=len(self.ids) - sum(meta["status"] in READY for meta in metas.values()),
             duplicated=sum(1 for count in writes.values() if count > 1),
+            executed_more_than_once=sum(c.executions > 1 for c in mine),
+            llm_requests=sum(c.requests for c in mine),
             note=note,
             extra={
+                "results stored": sum(writes.values()),
                 "retried": len(retries),
                 # Received again without a retry: a dead worker's job handed out once more.
                 "redelivered": sum(received[i] > 1 + retries[i] for i in received),
@@ -143,6 +163,25 @@ def _is_clear(result: Any) -> bool:
         return False
     message = " ".join(str(part) for part in result.get("exc_message") or [])
     return result.get("exc_type") in errors.__all__ and len(message) > 20
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where each job is at one moment: waiting in the queue, delivered, or finished."""
+
+    queued: frozenset[str]
+    unacked: frozenset[str]
+    done: frozenset[str]
+
+
+def snapshot(ledger: Ledger) -> Snapshot:
+    """Read the queue, the unacknowledged set and the results (take it with workers frozen)."""
+    client = ledger.redis_client
+    queued = {json.loads(raw)["headers"]["id"] for raw in client.lrange("kcw", 0, -1)}
+    # kombu's unacked entries: [message, exchange, routing key].
+    unacked = {json.loads(raw)[0]["headers"]["id"] for raw in client.hvals("unacked")}
+    done = {i for i, meta in ledger.metas(fresh=True).items() if meta["status"] in READY}
+    return Snapshot(frozenset(queued), frozenset(unacked), frozenset(done))
 
 
 def queue_is_empty(client: redis.Redis) -> bool:

@@ -26,6 +26,8 @@ class Row:
     failed_clearly: int
     lost: int
     duplicated: int
+    executed_more_than_once: int
+    llm_requests: int
     note: str = ""
     extra: dict[str, float | int | str] = field(default_factory=dict)
 
@@ -44,7 +46,17 @@ def rows() -> list[Row]:
 
 
 def table(found: list[Row]) -> str:
-    head = ["scenario", "submitted", "completed", "failed clearly", "lost", "duplicated", "note"]
+    head = [
+        "scenario",
+        "submitted",
+        "completed",
+        "failed clearly",
+        "lost",
+        "duplicated results",
+        "executed more than once",
+        "LLM requests",
+        "note",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in found:
         cells = [
@@ -54,6 +66,8 @@ def table(found: list[Row]) -> str:
             str(row.failed_clearly),
             str(row.lost),
             str(row.duplicated),
+            str(row.executed_more_than_once),
+            str(row.llm_requests),
             row.note,
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,6 +1,9 @@
 """One fault scenario's parts: its own redis-server, a client app, a ledger, and its workers.
 
-Everything it started is stopped when the `with` block ends, whatever the test did.
+The workers reach the LLM server through a `CountingProxy`, and a `StoredResults`
+watcher counts every result written, so each ledger row reports executions and result
+writes as they happened. Everything it started is stopped when the `with` block ends,
+whatever the test did.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from tests.faults.counting_proxy import CountingProxy
 from tests.faults.ledger import Ledger
+from tests.faults.stored_results import StoredResults
 from tests.support.processes import (
     RedisServer,
     Worker,
@@ -33,6 +39,11 @@ class Scenario:
     env: dict[str, str]
     appendonly: bool
     workers: list[Worker] = field(default_factory=list)
+
+    def new_ledger(self) -> Ledger:
+        """Another ledger on the same Redis, proxy and watcher (its own list of jobs)."""
+        ledger = self.ledger
+        return Ledger(self.app, self.broker.client(), ledger.calls, ledger.stored)
 
     def start_worker(self, name: str) -> Worker:
         worker = start_worker(self.tmp, self.env, name)
@@ -58,15 +69,22 @@ def scenario(
 ) -> Iterator[Scenario]:
     """Workers sized to the server (as in production) unless WORKER_CONCURRENCY is given."""
     broker = start_redis(tmp, secrets.token_urlsafe(16), appendonly=appendonly)
-    env = worker_env(broker, llm_url, **overrides)
+    stored = StoredResults(broker.port, broker.password).start()
+    upstream = urlsplit(llm_url).port
+    assert upstream is not None, f"no port in {llm_url}"
+    calls = CountingProxy(upstream).start()
+    env = worker_env(broker, calls.url, **overrides)
     if "WORKER_CONCURRENCY" not in overrides:
         env.pop("WORKER_CONCURRENCY")
     app = client_app(broker)
-    parts = Scenario(tmp, broker, app, Ledger(app, broker.client()), env, appendonly)
+    ledger = Ledger(app, broker.client(), calls, stored)
+    parts = Scenario(tmp, broker, app, ledger, env, appendonly)
     try:
         yield parts
     finally:
         for worker in parts.workers:
             stop(worker.proc)
         app.close()
+        calls.stop()
+        stored.stop()
         stop(parts.broker.proc)

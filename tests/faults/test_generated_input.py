@@ -9,10 +9,11 @@ the fault report.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.faults.ledger import WRITE
 from tests.faults.report import Row
+from tests.faults.scenario import Scenario, scenario
 from tests.support.generated import (
     CASES,
     CLI_EDGE_CASES,
@@ -41,9 +42,9 @@ from tests.support.generated import (
     generated,
     nest,
 )
-from tests.support.processes import Worker
+from tests.support.processes import LLMServer, Worker
 from worker.client import JobClient
-from worker.errors import InvalidJobInput
+from worker.errors import InvalidJobInput, JobWaitTimedOut
 from worker.jobs.inputs import parse_input
 
 # ---------------------------------------------------------------- layer 3: the real worker
@@ -147,113 +148,129 @@ def deepest_sendable(app: Any, task: str, top: int = 995, bottom: int = 940) -> 
 DEEP_CASE = "chat-nested-too-deep-for-the-worker-to-decode"
 
 
+@dataclass
+class WorkerRun:
+    """Every bad job sent to a worker of its own, once, and what became of each."""
+
+    run: Scenario
+    worker: Worker
+    sent: list[tuple[str, Any]]
+    edge_jobs: dict[str, Any]
+    lost: list[Any]
+    problems: list[str]
+    waited: float
+    good: Any
+
+
 @pytest.fixture(scope="module")
-def edge_case_jobs(celery_app: Any) -> Iterator[dict[str, Any]]:
-    """The edge cases, sent once to the real worker at the start of the worker tests."""
-    client = JobClient(app=celery_app)
-    jobs = {
-        name: client.submit(kind, payload).async_result
-        for name, (kind, payload, _) in EDGE_CASES.items()
-    }
-    depth, jobs[DEEP_CASE] = deepest_sendable(celery_app, "kcw.chat")
-    WORKER_FIGURES["deep case depth"] = depth
-    yield jobs
-    release(celery_app, list(jobs.values()))
+def worker_run(
+    tmp_path_factory: pytest.TempPathFactory, llm_server: LLMServer
+) -> Iterator[WorkerRun]:
+    """Send the edge cases, the generated cases and the fixed ones; wait for all of them.
 
+    Its own Redis and worker, so the result writes and LLM calls of exactly these jobs are
+    counted, whichever test of this module runs first.
+    """
+    with scenario(tmp_path_factory.mktemp("generated"), llm_server.url) as run:
+        worker = run.start_worker("generated")
+        app, ledger = run.app, run.ledger
 
-def test_worker_fails_every_generated_bad_payload_clearly(
-    celery_app: Any, worker: Worker, submit: Callable[..., Any], edge_case_jobs: dict[str, Any]
-) -> None:
-    sent: list[tuple[str, Any]] = []
+        def sent_raw(name: str, payload: Any) -> Any:
+            job = app.send_task(name, args=[payload])
+            ledger.ids.append(job.id)
+            return job
 
-    @generated(WORKER_EXAMPLES)
-    @given(case=worker_cases())
-    def send(case: tuple[str, Any]) -> None:
-        name, payload = case
-        kind = name.removeprefix("kcw.")
-        if kind in MODELS:
-            # Only payloads the worker refuses before any LLM call go out.
-            with pytest.raises(InvalidJobInput):
-                parse_input(MODELS[kind], kind, payload)
-        sent.append((name, celery_app.send_task(name, args=[payload])))
+        client = JobClient(app=app)
+        edge_jobs = {}
+        for case, (kind, payload, _) in EDGE_CASES.items():
+            edge_jobs[case] = client.submit(kind, payload).async_result
+            ledger.ids.append(edge_jobs[case].id)
+        depth, edge_jobs[DEEP_CASE] = deepest_sendable(app, "kcw.chat")
+        ledger.ids.append(edge_jobs[DEEP_CASE].id)
+        WORKER_FIGURES["deep case depth"] = depth
+        sent: list[tuple[str, Any]] = [("kcw.chat", job) for job in edge_jobs.values()]
 
-    try:
+        @generated(WORKER_EXAMPLES)
+        @given(case=worker_cases())
+        def send(case: tuple[str, Any]) -> None:
+            name, payload = case
+            kind = name.removeprefix("kcw.")
+            if kind in MODELS:
+                # Only payloads the worker refuses before any LLM call go out.
+                with pytest.raises(InvalidJobInput):
+                    parse_input(MODELS[kind], kind, payload)
+            sent.append((name, sent_raw(name, payload)))
+
         send()
         expected: dict[str, set[str]] = {}
         for name, payload, errors_allowed in FIXED_WORKER_CASES:
-            job = celery_app.send_task(name, args=[payload])
+            job = sent_raw(name, payload)
             expected[job.id] = errors_allowed
             sent.append((name, job))
-        CASES["worker"] = len(sent)
+        CASES["worker"] = len(sent) - len(edge_jobs)
 
         started = time.monotonic()
         lost = wait_all([job for _, job in sent], WORKER_WAIT_S)
         waited = time.monotonic() - started
         lost_ids = {job.id for job in lost}
+        edge_ids = {job.id for job in edge_jobs.values()}
         problems = [
             f"{name}: {why}"
             for name, job in sent
             if job.id not in lost_ids
+            and job.id not in edge_ids  # checked by their own tests
             and (why := unclear(name, job, expected.get(job.id))) is not None
         ]
-        ids = {job.id for _, job in sent}
-        writes = Counter(i for i in WRITE.findall(worker.output()) if i in ids)
-        WORKER_FIGURES.update(
-            submitted=len(sent),
-            completed=sum(job.state == "SUCCESS" for _, job in sent),
-            failed_clearly=len(sent) - len(lost) - len(problems),
-            lost=len(lost),
-            duplicated=sum(count > 1 for count in writes.values()),
-            crashes=0 if worker.alive() else 1,
-            result_writes_logged=sum(writes.values()),
-            wait_s=round(waited, 1),
-        )
+        good = JobClient(app=app).submit("chat", GOOD_CHAT)
+        with contextlib.suppress(JobWaitTimedOut):  # the test says so, with the job's state
+            good.wait(120)
         print(f"worker: {len(sent)} bad jobs ended in {waited:.1f}s, {len(lost)} lost")
-        assert not lost, f"{len(lost)} jobs never ended: {[job.id for job in lost][:5]}"
-        assert not problems, "\n".join(problems[:20])
-
-        assert worker.alive()
-        good = submit("chat", GOOD_CHAT, timeout=120)
-        sent.append(("kcw.chat", good))
-        assert good.successful(), good.result
-        assert worker.alive()
-    finally:
-        release(celery_app, [job for _, job in sent])
+        try:
+            yield WorkerRun(run, worker, sent, edge_jobs, lost, problems, waited, good)
+        finally:
+            release(app, [job for _, job in sent] + [good.async_result])
 
 
-def _wait_one(job: Any, timeout: float) -> None:
-    wait_all([job], timeout)
+def test_worker_fails_every_generated_bad_payload_clearly(worker_run: WorkerRun) -> None:
+    lost = worker_run.lost
+    assert not lost, f"{len(lost)} jobs never ended: {[job.id for job in lost][:5]}"
+    assert not worker_run.problems, "\n".join(worker_run.problems[:20])
+    assert worker_run.worker.alive()
+    good = worker_run.good
+    assert good.status() == "SUCCESS", good.describe()
+    assert worker_run.worker.alive()
 
 
 @pytest.mark.parametrize("name", list(EDGE_CASES))
-def test_edge_case_ends_as_invalid_input_in_the_worker(
-    name: str, edge_case_jobs: dict[str, Any], worker: Worker
-) -> None:
-    job = edge_case_jobs[name]
-    _wait_one(job, 30)
+def test_edge_case_ends_as_invalid_input_in_the_worker(name: str, worker_run: WorkerRun) -> None:
+    job = worker_run.edge_jobs[name]
+    assert job.ready(), f"{name} never ended ({WORKER_WAIT_S:.0f} s)"
     assert job.state == "FAILURE", job.state
     error, message = type(job.result).__name__, str(job.result)
     assert error == "InvalidJobInput", f"{error}: {message}"
-    assert worker.alive()
+    assert worker_run.worker.alive()
 
 
-def test_payload_too_deep_to_decode_still_ends(
-    edge_case_jobs: dict[str, Any], worker: Worker
-) -> None:
-    job = edge_case_jobs[DEEP_CASE]
-    _wait_one(job, 3)  # the other worker tests ran meanwhile: a decodable job ended long ago
-    assert job.state == "FAILURE", f"{job.state} after {WORKER_FIGURES['deep case depth']} levels"
-    assert worker.alive()
+def test_payload_too_deep_to_decode_still_ends(worker_run: WorkerRun) -> None:
+    job = worker_run.edge_jobs[DEEP_CASE]
+    depth = WORKER_FIGURES["deep case depth"]
+    assert job.ready(), f"the {depth}-level payload never ended ({WORKER_WAIT_S:.0f} s)"
+    assert job.state == "FAILURE", f"{job.state} after {depth} levels"
+    assert worker_run.worker.alive()
 
 
 # ---------------------------------------------------------------- the count
 
 
-def test_zz_at_least_a_thousand_generated_cases(
-    record: Callable[[Row], Row], tmp_path: Path
+def test_at_least_a_thousand_generated_cases(
+    record: Callable[[Row], Row], tmp_path: Path, worker_run: WorkerRun
 ) -> None:
     count_unit_cases(tmp_path)  # the in-process and `kcw submit` layers, from the unit tier
     total = sum(CASES.values())
+    run = worker_run.run
+    counted = run.ledger.row("generated bad input", run.logs)
+    crashes = 0 if worker_run.worker.alive() else 1
+    hangs = len(worker_run.lost)
     extra: dict[str, float | int | str] = {
         "in-process cases": CASES["in-process"],
         "cli cases": CASES["cli"],
@@ -262,20 +279,15 @@ def test_zz_at_least_a_thousand_generated_cases(
         "hand-picked edge cases": len(EDGE_CASES) + 1 + len(CLI_EDGE_CASES),
         "longest error message (chars)": LONGEST_MESSAGE["chars"],
         "levels of the undecodable payload": WORKER_FIGURES.get("deep case depth", 0),
-        "result writes logged": WORKER_FIGURES.get("result_writes_logged", 0),
+        "results stored": counted.extra["results stored"],
+        "seconds": round(worker_run.waited, 1),
     }
     record(
-        Row(
-            scenario="generated bad input",
-            submitted=int(WORKER_FIGURES.get("submitted", 0)),
-            completed=int(WORKER_FIGURES.get("completed", 0)),
-            failed_clearly=int(WORKER_FIGURES.get("failed_clearly", 0)),
-            lost=int(WORKER_FIGURES.get("lost", 0)),
-            duplicated=int(WORKER_FIGURES.get("duplicated", 0)),
-            note=(
-                f"{total} generated cases, {int(WORKER_FIGURES.get('crashes', 0))} crashes, "
-                f"{int(WORKER_FIGURES.get('lost', 0))} hangs"
-            ),
+        replace(
+            counted,
+            # Clear by the stricter test of `unclear`: Celery's NotRegistered counts too.
+            failed_clearly=counted.submitted - hangs - len(worker_run.problems),
+            note=f"{total} generated cases, {crashes} crashes, {hangs} hangs",
             extra=extra,
         )
     )

@@ -25,7 +25,7 @@ def test_sigterm_finishes_in_flight_jobs_and_hands_back_the_rest(
         first = run.start_worker("term")
         for n in range(JOBS):
             ledger.submit("chat", chat(n, max_tokens=48))
-        wait_until(lambda: ledger.finished() >= 5, 60, "the first jobs")
+        wait_until(lambda: ledger.finished() >= 5, 180, "the first jobs")
         first.proc.send_signal(signal.SIGTERM)
         first.proc.wait(120)
         finished_by_first = ledger.finished()

@@ -32,7 +32,7 @@ def test_server_down_30_s_then_back_every_job_completes(tmp_path: Path, record: 
             worker = run.start_worker("llm-down")
             for n in range(JOBS):
                 ledger.submit("chat", chat(n, max_tokens=48))
-            wait_until(lambda: ledger.finished() >= 5, 60, "the first jobs")
+            wait_until(lambda: ledger.finished() >= 5, 180, "the first jobs")
             stop(server.proc, signal.SIGKILL)
             left = JOBS - ledger.finished()
             time.sleep(DOWN_S)
@@ -71,7 +71,7 @@ def test_server_down_past_the_retry_budget_every_job_fails_clearly(
             run.start_worker("llm-gone")
             for n in range(JOBS):
                 ledger.submit("chat", chat(n, max_tokens=48))
-            wait_until(lambda: ledger.finished() >= 3, 60, "the first jobs")
+            wait_until(lambda: ledger.finished() >= 3, 180, "the first jobs")
             stop(server.proc, signal.SIGKILL)  # and it never comes back
             waited = ledger.wait(timeout=120)
             row = record(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.ledger import Ledger, queue_is_empty
+from tests.faults.ledger import queue_is_empty
 from tests.faults.report import Record
 from tests.faults.scenario import scenario
 from tests.support.processes import LLMServer
@@ -38,7 +38,7 @@ def test_5000_short_jobs_through_one_worker(
     with scenario(tmp_path, llm_server.url, RESULT_EXPIRES=str(RESULT_EXPIRES)) as run:
         client = run.broker.client()
         worker = run.start_worker("load")
-        warm = Ledger(run.app, client)
+        warm = run.new_ledger()
         for _ in range(WARMUP):
             warm.submit("chat", SHORT)
         warm.wait(timeout=120)

@@ -32,7 +32,7 @@ def test_kill_9_the_worker_three_times_loses_and_duplicates_nothing(
         for kill in range(1, KILLS + 1):
             # Let it get well into the work, then kill it while jobs are in flight.
             before = ledger.finished()
-            wait_until(lambda b=before: ledger.finished() >= b + 8, 60, "jobs finishing")
+            wait_until(lambda b=before: ledger.finished() >= b + 8, 180, "jobs finishing")
             run.workers[-1].proc.send_signal(signal.SIGKILL)
             run.workers[-1].proc.wait(10)
             assert run.broker.client().hlen("unacked") > 0, "the kill should catch jobs in flight"

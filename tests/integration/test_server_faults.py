@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import LLMServer, free_port, start_launcher
+from tests.support.processes import LLMServer, free_port, start_launcher, wait_until
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 Spawn = Callable[..., Any]
@@ -82,7 +82,7 @@ def test_server_that_comes_back_lets_queued_jobs_finish(
     spawn_worker: Spawn, tmp_path: Path
 ) -> None:
     port = free_port()
-    _, submit = spawn_worker(
+    extra, submit = spawn_worker(
         f"http://127.0.0.1:{port}",
         LLM_RETRY_MAX_WAIT="1",
         TASK_MAX_RETRIES="10",
@@ -91,7 +91,8 @@ def test_server_that_comes_back_lets_queued_jobs_finish(
     holder: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: holder.update(job=submit("chat", CHAT, timeout=180)))
     thread.start()
-    time.sleep(3)  # the job is now retrying against a closed port
+    # Start the server only once the job has been put back to retry against the closed port.
+    wait_until(lambda: "Retry in" in extra.output(), 60, "the job's first retry")
     server = start_launcher(tmp_path, port=port)
     try:
         thread.join(180)
