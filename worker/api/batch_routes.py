@@ -117,7 +117,7 @@ def cancel_batch(request: Request, batch_id: str) -> dict[str, Any]:
     now = int(time.time())
 
     def cancel(current: BatchRecord) -> BatchRecord | None:
-        if current.status in ("cancelling", "cancelled"):
+        if current.status == "cancelling":
             return None
         if current.status not in CANCELLABLE:
             raise Conflict(

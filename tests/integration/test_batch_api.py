@@ -1,0 +1,335 @@
+"""The Batch API end to end: the openai SDK against a real `kcw serve`, Redis, worker, llama.cpp.
+
+`kcw serve` runs as a subprocess on a free port with its own data directory; the
+session's worker runs the lines. Nothing on the path is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support.processes import (
+    BIN,
+    LLMServer,
+    RedisServer,
+    Worker,
+    free_port,
+    stop,
+    wait_until,
+    worker_env,
+)
+from worker.ops.processes import spawn
+
+KEY = "test-batch-key-8Gq2"
+
+
+@dataclass
+class Api:
+    url: str
+    proc: Popen[bytes]
+    log: Path
+    env: dict[str, str]
+    data: Path
+
+    def sdk(self, key: str = KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_api(tmp: Path, env: dict[str, str], name: str) -> Api:
+    port = free_port()
+    data = tmp / f"{name}-data"
+    env = {**env, "API_PORT": str(port), "KCW_DATA_DIR": str(data), "KCW_API_KEY": KEY}
+    log = tmp / f"{name}.log"
+    proc = spawn([str(BIN / "kcw"), "serve"], log, env, cwd=tmp)
+    api = Api(f"http://127.0.0.1:{port}", proc, log, env, data)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            return httpx.get(f"{api.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, 60, "kcw serve")
+    assert proc.poll() is None, api.output()
+    return api
+
+
+@pytest.fixture(scope="module")
+def api(
+    tmp_root: Path, redis_server: RedisServer, llm_server: LLMServer, worker: Worker
+) -> Iterator[Api]:
+    env = worker_env(redis_server, llm_server.url, BATCH_WINDOW="6", BATCH_LINE_TIMEOUT="120")
+    server = start_api(tmp_root, env, "kcw-serve")
+    yield server
+    stop(server.proc)
+
+
+def chat_line(custom_id: str, text: str, **body: Any) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": 8,
+            "temperature": 0,
+            **body,
+        },
+    }
+
+
+def jsonl(lines: list[Any]) -> bytes:
+    return b"".join(
+        (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines
+    )
+
+
+def wait_for(client: openai.OpenAI, batch_id: str, timeout: float = 600) -> Any:
+    """Poll like a client would until the batch ends (not a timed assertion: a bound)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "expired", "cancelled"):
+            return batch
+        assert time.monotonic() < deadline, f"batch still {batch.status}"
+        time.sleep(0.3)
+
+
+def run_batch(
+    client: openai.OpenAI, lines: list[Any], endpoint: str = "/v1/chat/completions"
+) -> Any:
+    uploaded = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint=endpoint,
+        completion_window="24h",  # type: ignore[arg-type]
+    )
+    return wait_for(client, batch.id)
+
+
+def read_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+@pytest.mark.integration
+def test_the_openai_sdk_runs_a_batch_to_completed(api: Api) -> None:
+    client = api.sdk()
+    lines = [chat_line(f"q-{n}", f"Say the number {n}.") for n in range(12)]
+
+    uploaded = client.files.create(file=("questions.jsonl", jsonl(lines)), purpose="batch")
+    created = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"purpose": "test"},
+    )
+    batch = wait_for(client, created.id)
+
+    assert created.status == "validating"
+    assert batch.status == "completed", batch
+    assert batch.request_counts is not None
+    assert (batch.request_counts.total, batch.request_counts.completed) == (12, 12)
+    assert batch.request_counts.failed == 0
+    assert batch.in_progress_at and batch.finalizing_at and batch.completed_at
+    assert batch.usage is not None and batch.usage.output_tokens > 0
+    assert batch.metadata == {"purpose": "test"}
+    assert batch.error_file_id is None
+    out = read_lines(client, batch.output_file_id)
+    assert sorted(item["custom_id"] for item in out) == sorted(f"q-{n}" for n in range(12))
+    for item in out:
+        assert item["error"] is None
+        assert item["response"]["status_code"] == 200
+        assert item["response"]["body"]["choices"][0]["message"]["content"] is not None
+    assert sum(item["response"]["body"]["usage"]["completion_tokens"] for item in out) == (
+        batch.usage.output_tokens
+    )
+    listed = [b.id for b in client.batches.list(limit=100)]
+    assert batch.id in listed
+    output_file = client.files.retrieve(batch.output_file_id or "")
+    assert output_file.purpose == "batch_output"
+    assert uploaded.id in [f.id for f in client.files.list()]
+
+
+BAD_FILES = {
+    "not JSON": (
+        [chat_line("a", "hi"), b'{"custom_id": "b", "method": "POST",'],
+        2,
+        "invalid_json",
+    ),
+    "missing custom_id": (
+        [chat_line("a", "hi"), {k: v for k, v in chat_line("b", "hi").items() if k != "custom_id"}],
+        2,
+        "missing_custom_id",
+    ),
+    "duplicated custom_id": (
+        [chat_line("a", "hi"), chat_line("a", "ho")],
+        2,
+        "duplicate_custom_id",
+    ),
+    "url other than the endpoint": (
+        [chat_line("a", "hi"), {**chat_line("b", "hi"), "url": "/v1/embeddings"}],
+        2,
+        "mismatched_url",
+    ),
+    "method other than POST": (
+        [{**chat_line("a", "hi"), "method": "GET"}, chat_line("b", "hi")],
+        1,
+        "invalid_method",
+    ),
+    "body not an object": (
+        [chat_line("a", "hi"), {**chat_line("b", "x"), "body": [1]}],
+        2,
+        "invalid_body",
+    ),
+    "a line not an object": ([chat_line("a", "hi"), [1, 2]], 2, "invalid_request"),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_bad_file_fails_the_batch_with_the_line_and_nothing_runs(api: Api, case: str) -> None:
+    lines, line, code = BAD_FILES[case]
+
+    batch = run_batch(api.sdk(), lines)
+
+    assert batch.status == "failed"
+    assert batch.in_progress_at is None and batch.failed_at
+    assert batch.request_counts is not None and batch.request_counts.total == 0
+    assert batch.output_file_id is None and batch.error_file_id is None
+    assert batch.errors is not None and batch.errors.data
+    (error,) = batch.errors.data
+    assert (error.line, error.code) == (line, code)
+    assert f"Line {line}" in (error.message or "")
+
+
+@pytest.mark.integration
+def test_a_line_only_the_server_rejects_fails_alone(api: Api) -> None:
+    client = api.sdk()
+    lines = [
+        chat_line("good-1", "Say hi."),
+        chat_line("unknown-model", "Say hi.", model="no-such-model"),
+        chat_line("too-long", "word " * 6000),
+        chat_line("good-2", "Say ho."),
+    ]
+
+    batch = run_batch(client, lines)
+
+    assert batch.status == "completed"
+    assert batch.request_counts is not None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (2, 2)
+    out = {item["custom_id"] for item in read_lines(client, batch.output_file_id)}
+    errors = {item["custom_id"]: item for item in read_lines(client, batch.error_file_id)}
+    assert out == {"good-1", "good-2"}
+    assert errors["unknown-model"]["error"]["code"] == "ModelNotFound"
+    assert "no-such-model" in errors["unknown-model"]["error"]["message"]
+    assert errors["unknown-model"]["response"]["status_code"] == 404
+    assert errors["too-long"]["error"]["code"] == "ContextLengthExceeded"
+    assert errors["too-long"]["response"]["status_code"] == 400
+
+
+@pytest.mark.integration
+def test_our_job_kinds_are_line_endpoints(api: Api) -> None:
+    client = api.sdk()
+    labels = ["positive", "negative"]
+    lines = [
+        {
+            "custom_id": f"c{n}",
+            "method": "POST",
+            "url": "/kcw/v1/classify",
+            "body": {"text": text, "labels": labels},
+        }
+        for n, text in enumerate(["I love it.", "Worst thing ever."])
+    ]
+
+    batch = run_batch(client, lines, endpoint="/kcw/v1/classify")
+
+    assert batch.status == "completed"
+    out = read_lines(client, batch.output_file_id)
+    assert {item["custom_id"] for item in out} == {"c0", "c1"}
+    assert all(item["response"]["body"]["label"] in labels for item in out)
+
+
+@pytest.mark.integration
+def test_cancel_keeps_the_finished_lines(api: Api) -> None:
+    client = api.sdk()
+    lines = [
+        chat_line(f"l{n}", f"Count from 1 to 50, number {n}.", max_tokens=48) for n in range(80)
+    ]
+    uploaded = client.files.create(file=("many.jsonl", jsonl(lines)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    deadline = time.monotonic() + 600
+    while (batch.request_counts is None or batch.request_counts.completed < 3) and (
+        batch.status in ("validating", "in_progress")
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+
+    cancelling = client.batches.cancel(batch.id)
+    ended = wait_for(client, batch.id)
+
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at
+    assert ended.status == "cancelled" and ended.cancelled_at
+    assert ended.request_counts is not None
+    finished = ended.request_counts.completed + ended.request_counts.failed
+    assert 3 <= finished < 80
+    out = read_lines(client, ended.output_file_id)
+    assert len(out) == ended.request_counts.completed
+    assert len({item["custom_id"] for item in out}) == len(out)
+    with pytest.raises(openai.ConflictError, match="cancelled and cannot be cancelled"):
+        client.batches.cancel(ended.id)
+    finished_batch = run_batch(client, [chat_line("x", "hi")])
+    with pytest.raises(openai.ConflictError, match="completed and cannot be cancelled") as err:
+        client.batches.cancel(finished_batch.id)
+    assert err.value.status_code == 409
+
+
+@pytest.mark.integration
+def test_api_errors_have_openais_status_and_body(api: Api) -> None:
+    client = api.sdk()
+
+    with pytest.raises(openai.AuthenticationError) as wrong_key:
+        api.sdk("wrong-key").batches.list()
+    with pytest.raises(openai.NotFoundError) as unknown_batch:
+        client.batches.retrieve("batch_nope")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.cancel("batch_nope")
+    with pytest.raises(openai.BadRequestError) as unknown_file:
+        client.batches.create(
+            input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    with pytest.raises(openai.BadRequestError) as bad_endpoint:
+        client.batches.create(
+            input_file_id="file-nope", endpoint="/v1/responses", completion_window="24h"
+        )
+
+    assert wrong_key.value.status_code == 401
+    assert "KCW_API_KEY" in wrong_key.value.message
+    assert unknown_batch.value.body == {
+        "message": unknown_batch.value.body["message"],  # type: ignore[index]
+        "type": "invalid_request_error",
+        "param": "batch_id",
+        "code": "not_found",
+    }
+    assert "batch_nope" in unknown_batch.value.message
+    assert unknown_file.value.param == "input_file_id"
+    assert "/v1/chat/completions" in bad_endpoint.value.message
