@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,8 +61,10 @@ class BatchRunner:
         send: Sender,
         limits: Limits,
         window: Callable[[], int],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.files, self.send, self.limits = store, files, send, limits
+        self.clock = clock
         self._window_of = window
         self._window: int | None = None
         self.token = secrets.token_hex(8)
@@ -110,13 +113,14 @@ class BatchRunner:
                 batch_id, self.token, LOCK_TTL_MS
             ):
                 log.info("feeding batch %s", batch_id)
-                self.feeders[batch_id] = BatchFeeder(
-                    batch_id, self.store, self.files, self.send, self.limits
-                )
+                self.feeders[batch_id] = self._feeder(batch_id)
         ids = list(self.feeders)
         self._turn = (self._turn + 1) % max(1, len(ids))
         for batch_id in ids[self._turn :] + ids[: self._turn]:
             self._step(batch_id)
+
+    def _feeder(self, batch_id: str) -> BatchFeeder:
+        return BatchFeeder(batch_id, self.store, self.files, self.send, self.limits, self.clock)
 
     def _step(self, batch_id: str) -> None:
         feeder = self.feeders[batch_id]
@@ -132,9 +136,7 @@ class BatchRunner:
             log.exception("batch %s: step failed; trying again", batch_id)
             feeder.close()
             # A fresh feeder rebuilds from the files and Redis on the next tick.
-            self.feeders[batch_id] = BatchFeeder(
-                batch_id, self.store, self.files, self.send, self.limits
-            )
+            self.feeders[batch_id] = self._feeder(batch_id)
             return
         if finished:
             feeder.close()
