@@ -141,7 +141,7 @@ def test_the_window_bounds_the_lines_out_and_every_line_ends_once(
 def test_a_restarted_feeder_rebuilds_from_the_files_and_cuts_a_torn_line(
     store: BatchStore, files: FileStore
 ) -> None:
-    h = Harness(store, files, 6, window=4)
+    h = Harness(store, files, 7, window=5)
     h.tick()
     h.tick()
     for message, _ in h.sent[:3]:
@@ -149,20 +149,39 @@ def test_a_restarted_feeder_rebuilds_from_the_files_and_cuts_a_torn_line(
     h.runner.feeders[h.id].step(0)  # collect only
     output = files.content_path(h.batch().kcw.output_id)
     with output.open("ab") as sink:  # a crash in the middle of an append
-        sink.write(b'{"id": "batch_req_x", "custom_id": "c5", "resp')
-    h.answer(h.sent[3][0])  # stored in Redis while no one collected it
+        sink.write(b'{"id": "batch_req_x", "custom_id": "c6", "resp')
+    h.answer(h.sent[3][0])  # stored in Redis while no one collected it; line 4 is still out
 
     h.restart()
     h.tick()
 
     assert h.batch().request_counts.completed == 4
-    assert [m["line"] for m, _ in h.sent[4:]] == [4, 5]  # line 3 is not sent again
-    for message, _ in h.sent[4:]:
+    assert [m["line"] for m, _ in h.sent[5:]] == [5, 6]  # lines 3 and 4 are not sent again
+    for message, _ in [h.sent[4], *h.sent[5:]]:
         h.answer(message)
     h.tick()
     h.tick()
     assert h.batch().status == "completed"
-    assert sorted(item["custom_id"] for item in h.output()) == [f"c{i}" for i in range(6)]
+    assert sorted(item["custom_id"] for item in h.output()) == [f"c{i}" for i in range(7)]
+
+
+def test_a_serve_killed_while_finalizing_is_finished_by_the_next(
+    store: BatchStore, files: FileStore
+) -> None:
+    h = Harness(store, files, 3, window=3)
+    h.tick()
+    h.tick()
+    for message, _ in h.sent:
+        h.answer(message)
+    # It died right after switching to finalizing, before collecting the last outcomes.
+    store.update(h.id, lambda b: b.model_copy(update={"status": "finalizing"}))
+
+    h.restart()
+    h.tick()
+
+    batch = h.batch()
+    assert batch.status == "completed" and batch.request_counts.completed == 3
+    assert sorted(item["custom_id"] for item in h.output()) == ["c0", "c1", "c2"]
 
 
 def test_a_line_with_no_outcome_is_sent_again_after_the_timeout(
