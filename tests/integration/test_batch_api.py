@@ -7,6 +7,10 @@ session's worker runs the lines. Nothing on the path is mocked.
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,10 +24,12 @@ import pytest
 
 from tests.support.processes import (
     BIN,
+    ROOT,
     LLMServer,
     RedisServer,
     Worker,
     free_port,
+    run_kcw,
     stop,
     wait_until,
     worker_env,
@@ -333,3 +339,90 @@ def test_api_errors_have_openais_status_and_body(api: Api) -> None:
     assert "batch_nope" in unknown_batch.value.message
     assert unknown_file.value.param == "input_file_id"
     assert "/v1/chat/completions" in bad_endpoint.value.message
+
+
+@pytest.mark.integration
+def test_kcw_batch_submits_waits_downloads_and_retries(api: Api, tmp_path: Path) -> None:
+    lines = [chat_line("ok-1", "Say hi."), chat_line("bad", "Say hi.", model="nope")]
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(jsonl(lines))
+
+    submitted = run_kcw(["batch", "submit", str(path), "--wait"], api.env, tmp_path, timeout=600)
+    batch = json.loads(submitted.stdout)
+    status = run_kcw(["batch", "status", batch["id"]], api.env, tmp_path)
+    listed = run_kcw(["batch", "list"], api.env, tmp_path)
+    downloaded = run_kcw(["batch", "download", batch["id"]], api.env, tmp_path)
+    retried = run_kcw(["batch", "retry", batch["id"], "--wait"], api.env, tmp_path, timeout=600)
+    finished = run_kcw(["batch", "cancel", batch["id"]], api.env, tmp_path)
+    unknown = run_kcw(["batch", "status", "batch_nope"], api.env, tmp_path)
+
+    assert submitted.returncode == 0, submitted.stderr
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    assert json.loads(status.stdout)["id"] == batch["id"]
+    assert batch["id"] in listed.stdout
+    output = (tmp_path / f"{batch['id']}_output.jsonl").read_text()
+    errors = (tmp_path / f"{batch['id']}_errors.jsonl").read_text()
+    assert downloaded.returncode == 0 and '"ok-1"' in output and '"bad"' in errors
+    again = json.loads(retried.stdout)
+    assert again["request_counts"]["total"] == 1
+    assert again["metadata"] == {"retry_of": batch["id"]}
+    assert finished.returncode == 1 and "cannot be cancelled" in finished.stderr
+    assert unknown.returncode == 1 and "batch_nope" in unknown.stderr
+
+
+def readme_batch_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split("\n## Batch API\n", 1)[1].split("\n## ", 1)[0]
+
+
+def blocks(section: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
+
+
+@pytest.mark.integration
+def test_the_readme_batch_api_section_runs_as_written(api: Api, tmp_path: Path) -> None:
+    section = readme_batch_section()
+    (requests,) = blocks(section, "jsonl")
+    (example,) = blocks(section, "py")
+    (tmp_path / "requests.jsonl").write_text(requests)
+    commands = [
+        line.split("#", 1)[0].strip()
+        for block in blocks(section, "shell")
+        for line in block.splitlines()
+        if line.startswith("kcw batch")
+    ]
+
+    done = subprocess.run(
+        [sys.executable, "-c", example.replace("http://127.0.0.1:8100", api.url)],
+        env=api.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("completed") and '"custom_id": "q2"' in done.stdout
+
+    batch_id = ""
+    assert [c.split()[2] for c in commands] == [
+        "submit",
+        "list",
+        "status",
+        "download",
+        "retry",
+        "cancel",
+    ]
+    for command in commands:
+        args = shlex.split(command.replace("<batch id>", batch_id))[1:]
+        ran = run_kcw(args, api.env, tmp_path, timeout=600)
+        if args[1] == "submit":
+            batch_id = json.loads(ran.stdout)["id"]
+            assert ran.returncode == 0, ran.stderr
+        elif args[1] in ("retry", "cancel"):
+            # Nothing failed, so there is nothing to retry; a completed batch cannot be cancelled.
+            assert ran.returncode == 1 and batch_id in ran.stderr + ran.stdout, ran.stderr
+        else:
+            assert ran.returncode == 0, f"{command}\n{ran.stdout}\n{ran.stderr}"
+    assert (tmp_path / f"{batch_id}_output.jsonl").read_text().count("custom_id") == 2
