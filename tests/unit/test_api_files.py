@@ -169,3 +169,17 @@ def test_the_docs_are_served(make_client: MakeClient) -> None:
 
     assert client.get("/docs").status_code == 200
     assert "/v1/batches" in client.get("/openapi.json").json()["paths"]
+
+
+def test_kcw_batch_finds_the_api_from_the_settings() -> None:
+    def url(**overrides: Any) -> str:
+        return ApiSettings(_env_file=None, **overrides).api_url  # type: ignore[call-arg]
+
+    assert url() == "http://127.0.0.1:8100"
+    assert url(api_host="0.0.0.0", api_port=9000, kcw_api_key="k") == "http://127.0.0.1:9000"
+    assert url(kcw_api_url="http://api.example:8100/v1/") == "http://api.example:8100"
+
+
+def test_the_placeholder_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        ApiSettings(_env_file=None, kcw_api_key="changeme")  # type: ignore[call-arg]
