@@ -13,130 +13,39 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from subprocess import Popen
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
+from tests.support.batches import chat_line, jsonl, read_lines, run_batch, wait_for
 from tests.support.processes import (
-    BIN,
     ROOT,
+    ApiServer,
     LLMServer,
     RedisServer,
     Worker,
-    free_port,
+    api_client,
     run_kcw,
-    stop,
-    wait_until,
+    start_api,
     worker_env,
 )
-from worker.ops.processes import spawn
-
-KEY = "test-batch-key-8Gq2"
-
-
-@dataclass
-class Api:
-    url: str
-    proc: Popen[bytes]
-    log: Path
-    env: dict[str, str]
-    data: Path
-
-    def sdk(self, key: str = KEY) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def start_api(tmp: Path, env: dict[str, str], name: str) -> Api:
-    port = free_port()
-    data = tmp / f"{name}-data"
-    env = {**env, "API_PORT": str(port), "KCW_DATA_DIR": str(data), "KCW_API_KEY": KEY}
-    log = tmp / f"{name}.log"
-    proc = spawn([str(BIN / "kcw"), "serve"], log, env, cwd=tmp)
-    api = Api(f"http://127.0.0.1:{port}", proc, log, env, data)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            return True
-        try:
-            return httpx.get(f"{api.url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, 60, "kcw serve")
-    assert proc.poll() is None, api.output()
-    return api
 
 
 @pytest.fixture(scope="module")
 def api(
     tmp_root: Path, redis_server: RedisServer, llm_server: LLMServer, worker: Worker
-) -> Iterator[Api]:
+) -> Iterator[ApiServer]:
     env = worker_env(redis_server, llm_server.url, BATCH_WINDOW="6", BATCH_LINE_TIMEOUT="120")
     server = start_api(tmp_root, env, "kcw-serve")
     yield server
-    stop(server.proc)
-
-
-def chat_line(custom_id: str, text: str, **body: Any) -> dict[str, Any]:
-    return {
-        "custom_id": custom_id,
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": {
-            "messages": [{"role": "user", "content": text}],
-            "max_tokens": 8,
-            "temperature": 0,
-            **body,
-        },
-    }
-
-
-def jsonl(lines: list[Any]) -> bytes:
-    return b"".join(
-        (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines
-    )
-
-
-def wait_for(client: openai.OpenAI, batch_id: str, timeout: float = 600) -> Any:
-    """Poll like a client would until the batch ends (not a timed assertion: a bound)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "expired", "cancelled"):
-            return batch
-        assert time.monotonic() < deadline, f"batch still {batch.status}"
-        time.sleep(0.3)
-
-
-def run_batch(
-    client: openai.OpenAI, lines: list[Any], endpoint: str = "/v1/chat/completions"
-) -> Any:
-    uploaded = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=uploaded.id,
-        endpoint=endpoint,
-        completion_window="24h",  # type: ignore[arg-type]
-    )
-    return wait_for(client, batch.id)
-
-
-def read_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
-    if file_id is None:
-        return []
-    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+    server.stop()
 
 
 @pytest.mark.integration
-def test_the_openai_sdk_runs_a_batch_to_completed(api: Api) -> None:
-    client = api.sdk()
+def test_the_openai_sdk_runs_a_batch_to_completed(api: ApiServer) -> None:
+    client = api_client(api)
     lines = [chat_line(f"q-{n}", f"Say the number {n}.") for n in range(12)]
 
     uploaded = client.files.create(file=("questions.jsonl", jsonl(lines)), purpose="batch")
@@ -173,7 +82,7 @@ def test_the_openai_sdk_runs_a_batch_to_completed(api: Api) -> None:
     assert uploaded.id in [f.id for f in client.files.list()]
 
 
-BAD_FILES = {
+BAD_FILES: dict[str, tuple[list[Any], int, str]] = {
     "not JSON": (
         [chat_line("a", "hi"), b'{"custom_id": "b", "method": "POST",'],
         2,
@@ -210,10 +119,12 @@ BAD_FILES = {
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", list(BAD_FILES))
-def test_a_bad_file_fails_the_batch_with_the_line_and_nothing_runs(api: Api, case: str) -> None:
+def test_a_bad_file_fails_the_batch_with_the_line_and_nothing_runs(
+    api: ApiServer, case: str
+) -> None:
     lines, line, code = BAD_FILES[case]
 
-    batch = run_batch(api.sdk(), lines)
+    batch = run_batch(api_client(api), lines)
 
     assert batch.status == "failed"
     assert batch.in_progress_at is None and batch.failed_at
@@ -226,8 +137,8 @@ def test_a_bad_file_fails_the_batch_with_the_line_and_nothing_runs(api: Api, cas
 
 
 @pytest.mark.integration
-def test_a_line_only_the_server_rejects_fails_alone(api: Api) -> None:
-    client = api.sdk()
+def test_a_line_only_the_server_rejects_fails_alone(api: ApiServer) -> None:
+    client = api_client(api)
     lines = [
         chat_line("good-1", "Say hi."),
         chat_line("unknown-model", "Say hi.", model="no-such-model"),
@@ -251,8 +162,8 @@ def test_a_line_only_the_server_rejects_fails_alone(api: Api) -> None:
 
 
 @pytest.mark.integration
-def test_our_job_kinds_are_line_endpoints(api: Api) -> None:
-    client = api.sdk()
+def test_our_job_kinds_are_line_endpoints(api: ApiServer) -> None:
+    client = api_client(api)
     labels = ["positive", "negative"]
     lines = [
         {
@@ -273,8 +184,8 @@ def test_our_job_kinds_are_line_endpoints(api: Api) -> None:
 
 
 @pytest.mark.integration
-def test_cancel_keeps_the_finished_lines(api: Api) -> None:
-    client = api.sdk()
+def test_cancel_keeps_the_finished_lines(api: ApiServer) -> None:
+    client = api_client(api)
     lines = [
         chat_line(f"l{n}", f"Count from 1 to 50, number {n}.", max_tokens=48) for n in range(80)
     ]
@@ -310,11 +221,11 @@ def test_cancel_keeps_the_finished_lines(api: Api) -> None:
 
 
 @pytest.mark.integration
-def test_api_errors_have_openais_status_and_body(api: Api) -> None:
-    client = api.sdk()
+def test_api_errors_have_openais_status_and_body(api: ApiServer) -> None:
+    client = api_client(api)
 
     with pytest.raises(openai.AuthenticationError) as wrong_key:
-        api.sdk("wrong-key").batches.list()
+        api_client(api, "wrong-key").batches.list()
     with pytest.raises(openai.NotFoundError) as unknown_batch:
         client.batches.retrieve("batch_nope")
     with pytest.raises(openai.NotFoundError):
@@ -342,7 +253,7 @@ def test_api_errors_have_openais_status_and_body(api: Api) -> None:
 
 
 @pytest.mark.integration
-def test_kcw_batch_submits_waits_downloads_and_retries(api: Api, tmp_path: Path) -> None:
+def test_kcw_batch_submits_waits_downloads_and_retries(api: ApiServer, tmp_path: Path) -> None:
     lines = [chat_line("ok-1", "Say hi."), chat_line("bad", "Say hi.", model="nope")]
     path = tmp_path / "requests.jsonl"
     path.write_bytes(jsonl(lines))
@@ -381,7 +292,7 @@ def blocks(section: str, language: str) -> list[str]:
 
 
 @pytest.mark.integration
-def test_the_readme_batch_api_section_runs_as_written(api: Api, tmp_path: Path) -> None:
+def test_the_readme_batch_api_section_runs_as_written(api: ApiServer, tmp_path: Path) -> None:
     section = readme_batch_section()
     (requests,) = blocks(section, "jsonl")
     (example,) = blocks(section, "py")

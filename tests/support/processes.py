@@ -15,19 +15,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import openai
 import pytest
 
 from worker.broker import make_app
 from worker.client import JobClient
 from worker.errors import NotRunnableHere, ProcessStartError
 from worker.jobs.kind import task_name
-from worker.ops import llm_servers, redis_server, workers
+from worker.ops import api_server, llm_servers, redis_server, workers
+from worker.ops.api_server import ApiServer
 from worker.ops.llm_servers import HF_MODEL, LAUNCHER, MODEL, SERVED_NAME, LLMServer, wait_healthy
 from worker.ops.processes import free_port, stop, wait_until
 from worker.ops.redis_server import RedisServer
 from worker.ops.workers import Worker
 
 __all__ = [
+    "API_KEY",
     "BIN",
     "HF_MODEL",
     "LAUNCHER",
@@ -35,13 +38,16 @@ __all__ = [
     "ROOT",
     "SERVED_NAME",
     "TEST_WORKER_SETTINGS",
+    "ApiServer",
     "LLMServer",
     "RedisServer",
     "Worker",
+    "api_client",
     "cli_env",
     "client_app",
     "free_port",
     "run_kcw",
+    "start_api",
     "start_launcher",
     "start_redis",
     "start_vllm",
@@ -64,6 +70,8 @@ TEST_WORKER_SETTINGS = {
     "TASK_RETRY_BACKOFF_MAX": "4",
     "WORKER_CONCURRENCY": "4",
 }
+# The bearer key of every `kcw serve` the tests start.
+API_KEY = "test-batch-key-8Gq2"
 
 
 def _started(start: Callable[[], T]) -> T:
@@ -128,6 +136,33 @@ def worker_env(redis_server: RedisServer, llm_url: str, **overrides: str) -> dic
 def start_worker(tmp: Path, env: dict[str, str], name: str) -> Worker:
     """A celery worker `name@<host>` run from `tmp`, ready to take jobs."""
     return _started(lambda: workers.start_worker(tmp, env, name))
+
+
+def start_api(
+    tmp: Path,
+    env: dict[str, str],
+    name: str,
+    *,
+    port: int = 0,
+    data: Path | None = None,
+    key: str = API_KEY,
+) -> ApiServer:
+    """`kcw serve` on `port` (free if 0) with its files in `data` (`<tmp>/<name>-data`).
+
+    Started again with the same `port` and `data` (and Redis), it takes over the batches
+    of one that died, at the same address.
+    """
+    settings = {**env, "KCW_API_KEY": key}
+    return _started(
+        lambda: api_server.start_api(tmp, settings, name, port=port, data=data, timeout=90)
+    )
+
+
+def api_client(api: ApiServer, key: str | None = None) -> openai.OpenAI:
+    """The official openai SDK pointed at `api`, with its own retries off (a test sees all)."""
+    return openai.OpenAI(
+        base_url=f"{api.url}/v1", api_key=api.key if key is None else key, max_retries=0
+    )
 
 
 def client_app(redis_server: RedisServer, db: int = 0) -> Any:
