@@ -64,10 +64,10 @@ api: venv .env ## run the Files and Batch API (`kcw serve`) in the foreground on
 worker: venv .env ## run a worker in the foreground
 	$(BIN)/celery -A worker worker --loglevel=info
 
-demo: system-deps venv .env model ## the whole path on the default model: stack, a worker, one job of each kind
-	$(KCW) up --worker
+demo: system-deps venv .env model ## the whole path on the default model: stack, a worker, the Batch API, one job of each kind and a batch
+	$(KCW) up --worker --api
 	$(KCW) demo
-	@echo "The stack is still running: try \`$(KCW) submit chat 'Hello' --wait\`; \`make down\` stops it."
+	@echo "The stack is still running: try \`$(KCW) submit chat 'Hello' --wait\` or \`$(KCW) batch list\`; \`make down\` stops it."
 
 doctor: venv .env ## check Redis, the LLM server and the workers
 	$(KCW) doctor

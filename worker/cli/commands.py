@@ -93,7 +93,7 @@ def stack(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO
     from worker.ops.stack import stack_down, stack_up
 
     if args.command == "up":
-        stack_up(settings, out, with_worker=args.worker)
+        stack_up(settings, out, with_worker=args.worker, api=settings if args.api else None)
     else:
         stack_down(out)
     return exit_codes.OK
@@ -109,12 +109,15 @@ def models(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextI
 
 
 def demo(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
-    from worker.cli.demo import run_demo
+    """`kcw demo`: the sample jobs, then a small batch through `kcw serve` where it answers."""
+    from worker.cli.demo import run_batch_demo, run_demo
 
     if not require_redis(settings, err):
         return exit_codes.FAILED
     with JobClient(settings) as client:
-        return run_demo(client, args.timeout, out, err)
+        code = run_demo(client, args.timeout, out, err)
+    batch_code = run_batch_demo(settings, args.timeout, out, err)
+    return code if code != exit_codes.OK else batch_code
 
 
 COMMANDS: dict[str, Command] = {

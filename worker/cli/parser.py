@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start Redis and the LLM server (compose or local processes)")
     up.add_argument("--worker", action="store_true", help="also start a worker in the background")
+    up.add_argument(
+        "--api",
+        action="store_true",
+        help="also start the Batch API (`kcw serve`) in the background",
+    )
     sub.add_parser("down", help="stop what `kcw up` started")
 
     wait = sub.add_parser("wait", help="wait until Redis and the LLM server are ready")
@@ -59,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parsers(sub)
 
-    demo = sub.add_parser("demo", help="run one sample job of each kind and print the results")
+    demo = sub.add_parser(
+        "demo",
+        help="run one sample job of each kind, then a small batch through the Batch API if it runs",
+    )
     demo.add_argument("--timeout", type=float, default=600.0)
     return parser
 

@@ -2,7 +2,8 @@
 
 Compose is used where a Docker engine answers and the compose files are present;
 otherwise `redis-server` and the llama.cpp launcher run as local processes with
-their pid files, logs and data under `.run/`.
+their pid files, logs and data under `.run/`. A worker and `kcw serve` run on the host
+either way, in the background when asked (`kcw up --worker --api`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
-from worker.config import StackSettings
+import httpx
+
+from worker.config import ApiSettings, StackSettings
 from worker.errors import ProcessStartError, StackError
 from worker.ops.compose import (
     COMPOSE_FILES,
@@ -29,7 +33,7 @@ from worker.ops.processes import pid_alive, port_in_use, spawn_detached, stop_de
 from worker.ops.redis_server import redis_binary, redis_conf
 from worker.ops.workers import worker_argv
 
-__all__ = ["stack_down", "stack_up"]
+__all__ = ["stack_down", "stack_up", "start_api"]
 
 RUN_DIR = Path(".run")
 LAUNCHER = Path("docker/llamacpp/launcher.py")
@@ -136,6 +140,29 @@ def start_worker(out: TextIO) -> None:
     out.write(f"started a worker (pid {pid}); log in {RUN_DIR / 'worker.log'}\n")
 
 
+def start_api(settings: ApiSettings, out: TextIO, timeout: float = 60.0) -> None:
+    """`kcw serve` in the background (log in .run/api.log); waits until its /health answers."""
+    url = settings.api_url
+    pid = pid_alive(RUN_DIR / "api.pid")
+    if pid:
+        out.write(f"Batch API already running (pid {pid}) at {url}\n")
+        return
+    argv = [sys.executable, "-m", "worker.cli", "serve"]
+    pid = spawn_detached(RUN_DIR, "api", argv, os.environ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(RUN_DIR / "api.pid"):
+            raise StackError(f"kcw serve exited at start; see {RUN_DIR / 'api.log'}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                out.write(f"started the Batch API (pid {pid}) at {url}; log in {RUN_DIR}/api.log\n")
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise StackError(f"kcw serve did not answer at {url}/health in {timeout:g}s; see .run/api.log")
+
+
 def _exited_at_start() -> None:
     for name in ("redis", "llm-server"):
         pid_file = RUN_DIR / f"{name}.pid"
@@ -179,8 +206,13 @@ def choose_stack(settings: StackSettings, out: TextIO) -> str:
     return "compose"
 
 
-def stack_up(settings: StackSettings, out: TextIO, with_worker: bool = False) -> None:
-    """Start Redis and the LLM server (and a background worker if asked), then wait."""
+def stack_up(
+    settings: StackSettings,
+    out: TextIO,
+    with_worker: bool = False,
+    api: ApiSettings | None = None,
+) -> None:
+    """Start Redis and the LLM server, then wait; a background worker and `kcw serve` if asked."""
     RUN_DIR.mkdir(exist_ok=True)
     if choose_stack(settings, out) == "compose":
         files = compose_files(settings)
@@ -208,13 +240,15 @@ def stack_up(settings: StackSettings, out: TextIO, with_worker: bool = False) ->
     wait_ready(settings, 300.0, out)
     if with_worker:
         start_worker(out)
+    if api is not None:
+        start_api(api, out)
 
 
 def stack_down(out: TextIO) -> None:
     """Stop whatever `stack_up` started."""
     mode_file = RUN_DIR / "mode"
     mode = mode_file.read_text().split() if mode_file.exists() else ["local"]
-    for name in ("worker", "llm-server", "redis"):
+    for name in ("api", "worker", "llm-server", "redis"):
         stop_detached(RUN_DIR, name, out)
     if mode[0] == "compose":
         command = compose_command(mode[1:] or list(COMPOSE_FILES), "down")
