@@ -47,14 +47,6 @@ class CountingProxy(TcpProxy):
         self._executions: defaultdict[str, set[str]] = defaultdict(set)
         self._lock = threading.Lock()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> CountingProxy:
-        super().start()
-        return self
-
     def calls(self) -> dict[str, Calls]:
         """Every job seen so far, by id."""
         with self._lock:

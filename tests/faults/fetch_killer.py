@@ -39,10 +39,6 @@ class FetchKiller(TcpProxy):
         self._fetched = 0
         self._lock = threading.Lock()
 
-    def start(self) -> FetchKiller:
-        super().start()
-        return self
-
     def arm(self, target: subprocess.Popen[bytes], at: int) -> None:
         """Kill `target` when the `at`-th fetch that carries a message comes back."""
         with self._lock:

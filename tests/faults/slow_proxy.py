@@ -25,14 +25,6 @@ class SlowProxy(TcpProxy):
         self.slow_path = slow_path
         self.held = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> SlowProxy:
-        super().start()
-        return self
-
     async def relay(
         self,
         client_r: asyncio.StreamReader,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Self
 
 from tests.support.processes import free_port
 
@@ -23,7 +24,12 @@ class TcpProxy:
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
 
-    def start(self) -> TcpProxy:
+    @property
+    def url(self) -> str:
+        """Where an HTTP client reaches the upstream through this proxy."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
