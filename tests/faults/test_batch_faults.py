@@ -88,11 +88,16 @@ def wait_until_done(client: openai.OpenAI, batch_id: str, at_least: int) -> Batc
     )
 
 
-def wait_for_end(client: openai.OpenAI, batch_id: str) -> Batch:
-    """Poll until the batch ends; fail if it stops moving for IDLE_S (it is stuck)."""
+def wait_for_end(client: openai.OpenAI, batch_id: str, worker: Worker | None = None) -> Batch:
+    """Poll until the batch ends; fail if it stops moving for IDLE_S (it is stuck).
+
+    With `worker`, fail at once (with its log's end) if that worker exits meanwhile.
+    """
     last: tuple[str, int] | None = None
     since = time.monotonic()
     while True:
+        if worker is not None:
+            assert worker.alive(), f"the worker exited:\n{worker.output()[-2500:]}"
         batch = client.batches.retrieve(batch_id)
         if batch.status not in (*RUNNING, "finalizing", "cancelling"):
             return batch
@@ -249,15 +254,25 @@ def queued_jobs(client: redis.Redis) -> set[str]:
     return {json.loads(raw)["headers"]["id"] for raw in client.lrange("kcw", 0, -1)}
 
 
-def kill_worker(run: Scenario, held_before: set[str]) -> set[str]:
-    """kill -9 the newest worker; returns the jobs it held (taken, not acknowledged).
+def kill_worker(run: Scenario, batch_id: str, held_before: set[str]) -> set[str]:
+    """kill -9 the newest worker at a moment it holds lines; returns the jobs it held.
 
-    The visibility timeout outlasts the test, so what dead workers held stays in `unacked`.
+    The worker is frozen to look (a line may end between a look and a kill otherwise),
+    and thawed to try again if it holds none of the batch's lines just then. The visibility
+    timeout outlasts the test, so what dead workers held stays in `unacked`.
     """
-    dead = run.workers[-1]
-    dead.proc.send_signal(signal.SIGKILL)
-    dead.proc.wait(10)
-    return held_jobs(run.broker.client()) - held_before
+    worker, client = run.workers[-1], run.broker.client()
+    deadline = time.monotonic() + 120
+    while True:
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        jobs = held_jobs(client) - held_before
+        if lines_of(jobs, batch_id):
+            worker.proc.send_signal(signal.SIGKILL)
+            worker.proc.wait(10)
+            return jobs
+        os.kill(worker.proc.pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, "the worker never held a line of the batch"
+        time.sleep(0.05)
 
 
 # ---- The tests --------------------------------------------------------------------------------
@@ -290,9 +305,8 @@ def test_a_batch_outlives_three_worker_kills_and_a_serve_kill(
             before = wait_until_done(client, batch_id, at)
             assert before.status == "in_progress", f"the fault came too late: {before}"
             if target == "worker":
-                jobs = kill_worker(run, held)
+                jobs = kill_worker(run, batch_id, held)
                 caught.append(len(lines_of(jobs, batch_id)))
-                assert caught[-1] > 0, "the kill should catch lines in flight"
                 held |= jobs
                 time.sleep(1)
                 run.start_worker(f"batch-{n}")
@@ -353,7 +367,7 @@ def test_a_batch_outlives_a_redis_restart(
         time.sleep(DOWN_S)
         run.restart_redis()
         wait_until(api.healthy, 60, "kcw serve reaching Redis again")
-        ended = outcome(client, wait_for_end(client, batch_id), run)
+        ended = outcome(client, wait_for_end(client, batch_id, worker), run)
         row = record(
             batch_row(
                 "Batch API: Redis restart, AOF on",
