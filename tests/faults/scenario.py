@@ -8,7 +8,9 @@ whatever the test did.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +63,16 @@ class Scenario:
             self.tmp, broker.password, port=broker.port, appendonly=self.appendonly
         )
         self.ledger.redis_client = self.broker.client()
+
+
+@contextmanager
+def frozen(worker: Worker) -> Iterator[None]:
+    """The worker takes and starts nothing inside the block (SIGSTOP), then carries on."""
+    os.kill(worker.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(worker.proc.pid, signal.SIGCONT)
 
 
 @contextmanager

@@ -39,7 +39,7 @@ from openai.types import Batch
 
 from tests.faults.counting_proxy import Calls
 from tests.faults.report import Record, Row
-from tests.faults.scenario import Scenario, scenario
+from tests.faults.scenario import Scenario, frozen, scenario
 from tests.support.batches import chat_line, create_batch, read_lines, wait_while
 from tests.support.processes import (
     ApiServer,
@@ -223,16 +223,6 @@ def serving(run: Scenario) -> Iterator[Callable[..., ApiServer]]:
     finally:
         for api in started:
             api.stop()
-
-
-@contextmanager
-def frozen(worker: Worker) -> Iterator[None]:
-    """The worker takes and starts nothing inside the block (SIGSTOP), then carries on."""
-    os.kill(worker.proc.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(worker.proc.pid, signal.SIGCONT)
 
 
 def _line_of(task_id: str, batch_id: str) -> int | None:

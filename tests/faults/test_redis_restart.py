@@ -15,33 +15,20 @@ worker thaws. So the loss is known exactly:
 
 from __future__ import annotations
 
-import os
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.faults.ledger import Snapshot, chat, queue_is_empty, snapshot
 from tests.faults.report import Record
-from tests.faults.scenario import Scenario, scenario
+from tests.faults.scenario import Scenario, frozen, scenario
 from tests.support.processes import LLMServer, Worker, stop, wait_until
 
 JOBS = 60
 DOWN_S = 5
 VISIBILITY = 20
-
-
-@contextmanager
-def frozen(worker: Worker) -> Iterator[None]:
-    """The worker does nothing inside the block (SIGSTOP), then carries on (SIGCONT)."""
-    os.kill(worker.proc.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(worker.proc.pid, signal.SIGCONT)
 
 
 def _midway(run: Scenario) -> Worker:

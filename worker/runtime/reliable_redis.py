@@ -29,6 +29,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 __all__ = ["FETCH_SCRIPT", "Channel", "QoS", "Transport"]
@@ -106,6 +107,17 @@ class Channel(kombu_redis.Channel):
         # True while a BLMOVE wait, not a fetch, is the command in flight.
         self._waiting = False
         self._resume_at = 0.0
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            # The broker connection was closed under this channel (Redis went away while
+            # jobs ran). Restoring or acknowledging on it then needs a new Redis client, and
+            # kombu would fail with an AttributeError that stops the worker. A connection
+            # error instead is one Celery recovers from: it reconnects, and the messages
+            # stay in `unacked` for the visibility timeout to bring back.
+            raise RedisConnectionError("the connection to Redis was closed; reconnecting")
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[misc]
+        return params
 
     def _key(self, name: str) -> str:
         return f"{self.global_keyprefix}{name}" if self.global_keyprefix else name
