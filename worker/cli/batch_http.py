@@ -25,13 +25,10 @@ from worker.errors import (
 __all__ = ["BatchApi"]
 
 JSON = dict[str, Any]
+# The error class for each status `kcw serve` answers with, read from the classes themselves.
 ERRORS: dict[int, type[ApiError]] = {
-    400: InvalidRequest,
-    401: Unauthorized,
-    404: NotFound,
-    409: Conflict,
-    413: PayloadTooLarge,
-    503: ApiUnavailable,
+    cls.status: cls
+    for cls in (InvalidRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge, ApiUnavailable)
 }
 
 
