@@ -20,12 +20,20 @@ import httpx
 from worker.errors import ProcessStartError
 from worker.ops.processes import free_port, spawn, stop, wait_until
 
-__all__ = ["ApiServer", "kcw_bin", "start_api"]
+__all__ = ["ApiServer", "api_answers", "kcw_bin", "start_api"]
 
 
 def kcw_bin() -> str:
     """The `kcw` command of the running interpreter's environment."""
     return str(Path(sys.executable).with_name("kcw"))
+
+
+def api_answers(url: str) -> bool:
+    """`kcw serve` at `url` answers `GET /health` with 200 (Redis is reachable from it)."""
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @dataclass
@@ -55,10 +63,7 @@ class ApiServer:
 
     def healthy(self) -> bool:
         """`GET /health` answers 200 (Redis is reachable from the API)."""
-        try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return api_answers(self.url)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         stop(self.proc, sig)

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-import httpx
-
 from worker.config import ApiSettings, StackSettings
 from worker.errors import ProcessStartError, StackError
+from worker.ops.api_server import api_answers, kcw_bin
 from worker.ops.compose import (
     COMPOSE_FILES,
     compose_command,
@@ -147,18 +146,15 @@ def start_api(settings: ApiSettings, out: TextIO, timeout: float = 60.0) -> None
     if pid:
         out.write(f"Batch API already running (pid {pid}) at {url}\n")
         return
-    argv = [sys.executable, "-m", "worker.cli", "serve"]
+    argv = [kcw_bin(), "serve"]
     pid = spawn_detached(RUN_DIR, "api", argv, os.environ)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not pid_alive(RUN_DIR / "api.pid"):
             raise StackError(f"kcw serve exited at start; see {RUN_DIR / 'api.log'}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                out.write(f"started the Batch API (pid {pid}) at {url}; log in {RUN_DIR}/api.log\n")
-                return
-        except httpx.TransportError:
-            pass
+        if api_answers(url):
+            out.write(f"started the Batch API (pid {pid}) at {url}; log in {RUN_DIR}/api.log\n")
+            return
         time.sleep(0.5)
     raise StackError(f"kcw serve did not answer at {url}/health in {timeout:g}s; see .run/api.log")
 
