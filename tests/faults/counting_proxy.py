@@ -8,12 +8,11 @@ again after a crash shows two executions even if it stored only one result.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from tests.faults.tcp_proxy import TcpProxy, pipe
+from tests.faults.tcp_proxy import OnChunk, TcpProxy
 from worker.tracing import EXECUTION_HEADER, REQUEST_ID_HEADER
 
 
@@ -55,20 +54,14 @@ class CountingProxy(TcpProxy):
                 for job, count in self._requests.items()
             }
 
-    async def relay(
-        self,
-        client_r: asyncio.StreamReader,
-        client_w: asyncio.StreamWriter,
-        up_r: asyncio.StreamReader,
-        up_w: asyncio.StreamWriter,
-    ) -> None:
-        async def count(chunk: bytes) -> bool:
-            named = job_headers(chunk)
-            if named is not None:
-                job, execution = named
-                with self._lock:
-                    self._requests[job] += 1
-                    self._executions[job].add(execution)
-            return True
+    def hooks(self) -> tuple[OnChunk | None, OnChunk | None]:
+        return self._count, None
 
-        await asyncio.gather(pipe(client_r, up_w, count), pipe(up_r, client_w))
+    async def _count(self, chunk: bytes) -> bool:
+        named = job_headers(chunk)
+        if named is not None:
+            job, execution = named
+            with self._lock:
+                self._requests[job] += 1
+                self._executions[job].add(execution)
+        return True

@@ -9,12 +9,11 @@ which stock kombu loses a message.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import threading
 
-from tests.faults.tcp_proxy import TcpProxy, pipe
+from tests.faults.tcp_proxy import OnChunk, TcpProxy
 
 FETCH_COMMANDS = (b"BRPOP", b"EVALSHA")
 MESSAGE_MARK = b'"delivery_tag"'
@@ -55,13 +54,7 @@ class FetchKiller(TcpProxy):
             self.kills += 1
             return target
 
-    async def relay(
-        self,
-        client_r: asyncio.StreamReader,
-        client_w: asyncio.StreamWriter,
-        up_r: asyncio.StreamReader,
-        up_w: asyncio.StreamWriter,
-    ) -> None:
+    def hooks(self) -> tuple[OnChunk | None, OnChunk | None]:
         last: list[bytes | None] = [None]  # the command this connection sent last
 
         async def note_command(chunk: bytes) -> bool:
@@ -76,6 +69,4 @@ class FetchKiller(TcpProxy):
                     return False  # the reply never reaches the worker
             return True
 
-        await asyncio.gather(
-            pipe(client_r, up_w, note_command), pipe(up_r, client_w, kill_at_fetch)
-        )
+        return note_command, kill_at_fetch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from tests.faults.tcp_proxy import TcpProxy, pipe
+from tests.faults.tcp_proxy import OnChunk, TcpProxy
 
 
 class SlowProxy(TcpProxy):
@@ -25,18 +25,12 @@ class SlowProxy(TcpProxy):
         self.slow_path = slow_path
         self.held = 0
 
-    async def relay(
-        self,
-        client_r: asyncio.StreamReader,
-        client_w: asyncio.StreamWriter,
-        up_r: asyncio.StreamReader,
-        up_w: asyncio.StreamWriter,
-    ) -> None:
-        async def hold(chunk: bytes) -> bool:
-            """A chunk that starts a slow request waits before it is passed on."""
-            if chunk.startswith(self.slow_path):
-                self.held += 1
-                await asyncio.sleep(self.delay_s(self.held))
-            return True
+    def hooks(self) -> tuple[OnChunk | None, OnChunk | None]:
+        return self._hold, None
 
-        await asyncio.gather(pipe(client_r, up_w, hold), pipe(up_r, client_w))
+    async def _hold(self, chunk: bytes) -> bool:
+        """A chunk that starts a slow request waits before it is passed on."""
+        if chunk.startswith(self.slow_path):
+            self.held += 1
+            await asyncio.sleep(self.delay_s(self.held))
+        return True

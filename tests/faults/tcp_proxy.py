@@ -1,6 +1,6 @@
 """A TCP proxy on 127.0.0.1, run in a thread: the base of the fault tier's proxies.
 
-Subclasses decide what happens to the bytes of each connection in `relay`; this class
+Subclasses decide what happens to the bytes of each connection in `hooks`; this class
 starts and stops the server and closes every socket it opened.
 """
 
@@ -83,8 +83,16 @@ class TcpProxy:
         up_r: asyncio.StreamReader,
         up_w: asyncio.StreamWriter,
     ) -> None:
-        """Copy both directions as they are; subclasses hold, count or cut."""
-        await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))
+        """Copy both directions, through the connection's hooks (see `hooks`)."""
+        on_request, on_reply = self.hooks()
+        await asyncio.gather(pipe(client_r, up_w, on_request), pipe(up_r, client_w, on_reply))
+
+    def hooks(self) -> tuple[OnChunk | None, OnChunk | None]:
+        """For one new connection: what sees each chunk going up, and each coming back.
+
+        None copies as is; subclasses hold, count or cut.
+        """
+        return None, None
 
 
 OnChunk = Callable[[bytes], Awaitable[bool]]
