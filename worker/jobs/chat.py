@@ -22,6 +22,8 @@ class ChatInput(Sampling):
     """Input of `chat`: messages plus sampling parameters."""
 
     messages: list[Message] = Field(min_length=1, max_length=1000)
+    # llama-server and vLLM extension: generate exactly max_tokens (benchmarks, load tests).
+    ignore_eos: bool = False
 
     @model_validator(mode="after")
     def _has_content(self) -> ChatInput:
@@ -39,6 +41,7 @@ def chat(client: LLMClient, inp: ChatInput) -> JSON:
         top_p=inp.top_p,
         seed=inp.seed,
         stop=inp.stop,
+        extra={"ignore_eos": True} if inp.ignore_eos else None,
     )
     return job_result(
         completion.model,

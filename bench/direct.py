@@ -1,0 +1,51 @@
+"""Phase (a): requests straight to the server from an asyncio client, a bounded number in
+flight over a warm connection pool. The best concurrency is the server's limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from bench.phase import Completion
+
+__all__ = ["direct", "served_model"]
+
+JSON = dict[str, Any]
+
+
+def served_model(url: str) -> str:
+    """The model id the server lists first."""
+    data = httpx.get(f"{url}/v1/models", timeout=30).json()
+    return str(data["data"][0]["id"])
+
+
+async def _direct(url: str, bodies: list[JSON], concurrency: int) -> list[Completion]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as client:
+        model = (await client.get("/v1/models")).json()["data"][0]["id"]
+
+        async def one(body: JSON) -> Completion:
+            started = time.time()
+            response = await client.post("/v1/chat/completions", json={**body, "model": model})
+            response.raise_for_status()
+            usage = response.json()["usage"]
+            return Completion(started, time.time(), int(usage["completion_tokens"]))
+
+        # Open every connection first, so the measured phase starts on a warm pool.
+        warm = {**bodies[0], "messages": [{"role": "user", "content": "warm-up"}], "max_tokens": 1}
+        await asyncio.gather(*(one(warm) for _ in range(concurrency)))
+        gate = asyncio.Semaphore(concurrency)
+
+        async def bounded(body: JSON) -> Completion:
+            async with gate:
+                return await one(body)
+
+        return list(await asyncio.gather(*(bounded(b) for b in bodies)))
+
+
+def direct(url: str, bodies: list[JSON], concurrency: int) -> list[Completion]:
+    """Send every body with at most `concurrency` in flight; one completion per body."""
+    return asyncio.run(_direct(url, bodies, concurrency))

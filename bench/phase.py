@@ -1,0 +1,113 @@
+"""What one phase measured, and the figures derived from it.
+
+Every phase records each job's send and finish time and its generated tokens, the server's
+token counter through the phase, and the CPU seconds the queue's processes used. Rates come
+from the steady state (the middle 80% of the phase's jobs or tokens), not from its wall time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.stats import percentile, steady_rate
+
+__all__ = ["Completion", "PhaseResult"]
+
+JSON = dict[str, Any]
+# Below this many jobs a phase has no steady state to speak of (smoke runs); its rate is
+# then taken over the whole phase.
+STEADY_MIN_JOBS = 20
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One job: when it was sent, when its result was there, tokens it generated."""
+
+    sent: float
+    done: float
+    tokens: int
+    ok: bool = True
+
+
+@dataclass
+class PhaseResult:
+    """One measured phase of one repeat."""
+
+    setup: str
+    workload: str
+    repeat: int
+    concurrency: int
+    started: float
+    completions: list[Completion]
+    counter: list[tuple[float, float]] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    extra: JSON = field(default_factory=dict)
+
+    @property
+    def jobs(self) -> int:
+        return len(self.completions)
+
+    @property
+    def failures(self) -> int:
+        return sum(not c.ok for c in self.completions)
+
+    def _cumulative(self, weight: str) -> list[tuple[float, float]]:
+        points, total = [(self.started, 0.0)], 0.0
+        for c in sorted(self.completions, key=lambda c: c.done):
+            total += c.tokens if weight == "tokens" else 1
+            points.append((c.done, total))
+        return points
+
+    def _rate(self, weight: str) -> float:
+        points = self._cumulative(weight)
+        if points[-1][1] <= 0:
+            return 0.0
+        if self.jobs < STEADY_MIN_JOBS:  # too few for a window: the whole phase
+            return points[-1][1] / max(1e-9, points[-1][0] - self.started)
+        return steady_rate(points)
+
+    @property
+    def jobs_per_s(self) -> float:
+        """Jobs per second in the steady state, from the jobs' finish times."""
+        return self._rate("jobs")
+
+    @property
+    def tok_per_s(self) -> float:
+        """Generated tokens per second in the steady state, from the jobs' `usage`."""
+        return self._rate("tokens")
+
+    @property
+    def server_tok_per_s(self) -> float | None:
+        """The same from the server's own counter; None when it publishes none."""
+        if len(self.counter) < 3 or self.counter[-1][1] <= self.counter[0][1]:
+            return None
+        return steady_rate(self.counter)
+
+    @property
+    def latencies(self) -> list[float]:
+        return [c.done - c.sent for c in self.completions]
+
+    def cpu_per_job_ms(self) -> dict[str, float]:
+        return {name: 1000 * s / max(1, self.jobs) for name, s in self.cpu_s.items()}
+
+    def summary(self) -> JSON:
+        """The figures a report needs, rounded; the raw samples stay out."""
+        server = self.server_tok_per_s
+        return {
+            "setup": self.setup,
+            "workload": self.workload,
+            "repeat": self.repeat,
+            "concurrency": self.concurrency,
+            "jobs": self.jobs,
+            "failures": self.failures,
+            "tokens": sum(c.tokens for c in self.completions),
+            "wall_s": round(max(c.done for c in self.completions) - self.started, 3),
+            "jobs_per_s": round(self.jobs_per_s, 3),
+            "tok_per_s": round(self.tok_per_s, 2),
+            "server_tok_per_s": round(server, 2) if server is not None else None,
+            "p50_ms": round(percentile(self.latencies, 50) * 1000, 1),
+            "p95_ms": round(percentile(self.latencies, 95) * 1000, 1),
+            "cpu_ms_per_job": {k: round(v, 3) for k, v in self.cpu_per_job_ms().items()},
+            **self.extra,
+        }

@@ -1,0 +1,106 @@
+"""Percentiles, a bootstrap interval for a median, and the steady-state rate of a phase.
+
+Ratios are compared across repeats of one run, so each figure comes with its spread: the
+median over repeats and a percentile-bootstrap 95% interval, called "indistinguishable"
+from 1 when the interval contains it.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Interval", "interval", "percentile", "steady_rate"]
+
+BOOTSTRAP_SAMPLES = 4000
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Percentile with linear interpolation between ranks; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The median of some values and a bootstrap 95% interval around it."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def verdict(self, against: float = 1.0) -> str:
+        """'indistinguishable' when the interval holds `against`, else above or below it."""
+        if self.contains(against):
+            return "indistinguishable"
+        return "above" if self.low > against else "below"
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {
+            "median": round(self.median, 4),
+            "low": round(self.low, 4),
+            "high": round(self.high, 4),
+            "n": self.n,
+            "vs_1": self.verdict(),
+        }
+
+
+def interval(values: Sequence[float], seed: int = 0) -> Interval:
+    """Median of `values` with a percentile-bootstrap 95% interval (resampling the values)."""
+    if not values:
+        raise ValueError("no values to summarize")
+    rng = random.Random(seed)
+    data = list(values)
+    medians = sorted(
+        statistics.median(rng.choices(data, k=len(data))) for _ in range(BOOTSTRAP_SAMPLES)
+    )
+    return Interval(
+        statistics.median(data),
+        percentile(medians, 2.5),
+        percentile(medians, 97.5),
+        len(data),
+    )
+
+
+def _time_at(samples: Sequence[tuple[float, float]], level: float) -> float:
+    """When the cumulative count in `samples` (time, count; both rising) first reached `level`."""
+    previous_t, previous_v = samples[0]
+    for t, v in samples:
+        if v >= level:
+            if v == previous_v:
+                return t
+            return previous_t + (t - previous_t) * (level - previous_v) / (v - previous_v)
+        previous_t, previous_v = t, v
+    raise ValueError(f"the count never reached {level}")
+
+
+def steady_rate(
+    samples: Sequence[tuple[float, float]], low: float = 0.1, high: float = 0.9
+) -> float:
+    """Rate over the middle of a phase: count per second between the moments the count
+    passed `low` and `high` of its total, which leaves out ramp-up and drain.
+
+    `samples` are (time, cumulative count) pairs in time order, starting at the phase's start.
+    """
+    if len(samples) < 2:
+        raise ValueError("a rate needs at least two samples")
+    base = samples[0][1]
+    rising = [(t, v - base) for t, v in samples]
+    total = rising[-1][1]
+    if total <= 0:
+        raise ValueError("nothing was counted during the phase")
+    t_low, t_high = _time_at(rising, total * low), _time_at(rising, total * high)
+    if t_high <= t_low:
+        raise ValueError("the phase is too short for a steady-state window")
+    return total * (high - low) / (t_high - t_low)
