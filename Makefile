@@ -12,7 +12,7 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench bench-fetch system-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
+.PHONY: help bench bench-smoke bench-table bench-fetch system-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
@@ -116,8 +116,17 @@ test-docker: venv model models-hf llama-server docker-env ## the Docker tier: co
 images: venv ## build both server images (latest + version tags); PUSH=1 pushes to IMAGE_REGISTRY
 	$(BIN)/python scripts/build_images.py $(if $(PUSH),--push) $(IMAGES)
 
-bench: venv model models-hf llama-server ## throughput: direct vs our pipeline vs naive Celery (BACKEND=llamacpp|vllm|instant, LLAMACPP_ENGINE=server|python)
-	$(BIN)/python -m bench.run --backend $(or $(BACKEND),llamacpp) --engine $(or $(strip $(LLAMACPP_ENGINE)),server) --out bench-results.json
+bench: venv model models-hf llama-server llama-batched-bench vllm-env ## every row of the README's Performance table, both LLM backends (BACKENDS=..., REPEATS=5)
+	for backend in $(or $(BACKENDS),instant llamacpp vllm); do \
+	  $(BIN)/python -m bench.run --backend $$backend --repeats $(or $(REPEATS),5) $(BENCH_ARGS) || exit 1; \
+	done
+	$(BIN)/python -m bench.report
+
+bench-smoke: venv ## a 30-second bench run on the instant server, so the bench cannot rot (no timing checked)
+	$(BIN)/python -m bench.run --backend instant --smoke --out .run/bench-smoke.json
+
+bench-table: venv ## rewrite the README's Performance tables from the newest bench/results file
+	$(BIN)/python -m bench.report --write
 
 bench-fetch: venv ## what the atomic fetch costs against stock kombu's BRPOP (no-op jobs, repeated)
 	$(BIN)/python -m bench.fetch

@@ -67,6 +67,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results"
 JSON = dict[str, Any]
 Action = Callable[[], list[Completion]]
+# Fewest jobs in a measured phase, so even a 2-wide phase has a steady state to measure.
+MIN_JOBS = 40
 
 
 # ---------------------------------------------------------------- servers and processes
@@ -380,7 +382,7 @@ def engine_limit(bench: Bench, prompt_tokens: int, max_tokens: int) -> JSON | No
             threads=None,
             log=bench.tmp / "batched-bench.log",
         )
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         print(f"  engine limit skipped: {exc}", flush=True)
         return {"skipped": str(exc)}
     table = {str(r.parallel): round(r.gen_tok_per_s, 2) for r in rows}
@@ -414,7 +416,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
         threads_b = pool_size(app_b, "b")
         redis_pid = bench.redis.proc.pid
         setups: list[tuple[str, str, int, Callable[[int], PhaseResult]]] = []
-        n = waves * best_a
+        n = max(MIN_JOBS, waves * best_a)
         mt = args.max_tokens
         big = str(mt)
 
@@ -460,7 +462,9 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                     "c",
                     big,
                     nproc,
-                    queued_phase("c naive", "c", "kcw.chat", big, mt, waves * nproc, nproc),
+                    queued_phase(
+                        "c naive", "c", "kcw.chat", big, mt, max(MIN_JOBS, waves * nproc), nproc
+                    ),
                 )
             )
             api = start_api(tmp, {**bench.env, "REDIS_DB": "0", "KCW_API_KEY": ""}, "api")
@@ -511,7 +515,9 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                             plain.url,
                             {},
                             lambda: direct(
-                                plain.url, chat_bodies(waves * best_d, mt, f"d{r}"), best_d
+                                plain.url,
+                                chat_bodies(max(MIN_JOBS, waves * best_d), mt, f"d{r}"),
+                                best_d,
                             ),
                         ),
                     )
@@ -646,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats, args.waves, args.sweep_waves = 2, 2, 1
         args.batch_lines, args.short_jobs, args.pairs = 16, 40, 10
         args.interactive_lines, args.probes = 40, 2
+    if args.waves is None:
+        args.waves = 5 if args.backend == "vllm" else 20
     info = machine()
     out = Path(args.out) if args.out else RESULTS / f"{machine_slug(info)}-{date.today()}.json"
     tmp = Path(tempfile.mkdtemp(prefix="kcw-bench-"))
