@@ -6,8 +6,8 @@ A no-op task (`bench.noop_tasks`), so the queue is all there is to measure: each
 starts one worker per fetch, in alternating order, submits the same number of jobs at once
 and reads the steady-state rate (middle 80% of the jobs, timed at the client). It also
 counts the Redis commands the run caused (`INFO commandstats`), per job. The ratio
-atomic / stock of jobs per second is reported per repeat, with the median and a bootstrap 95% interval; "indistinguishable"
-when the interval holds 1.
+atomic / stock of jobs per second is reported per repeat, with the median and a bootstrap
+95% interval; "indistinguishable" when the interval holds 1.
 """
 
 from __future__ import annotations
