@@ -31,6 +31,8 @@ __all__ = ["celery_worker", "client_app", "pool_size", "run_jobs", "single_laten
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
 READY = {"SUCCESS", "FAILURE", "REVOKED"}
+RESULT_PREFIX = "celery-task-meta-"
+SWEEP_S = 5.0
 
 
 def client_app(server: RedisServer, db: int = 0) -> Celery:
@@ -81,40 +83,64 @@ def _tokens(meta: JSON) -> int:
     return int(usage.get("completion_tokens", 0))
 
 
+def _outcome(meta: JSON | None) -> tuple[bool, int] | None:
+    """(succeeded, generated tokens) of a final state; None while the job is not done."""
+    if not meta or meta.get("status") not in READY:
+        return None
+    return meta["status"] == "SUCCESS", _tokens(meta)
+
+
 def run_jobs(
     app: Celery, rds: redis.Redis, task: str, bodies: list[JSON], timeout: float = 3600
 ) -> list[Completion]:
-    """Send every job at once, then read results as they land (polled every 20 ms)."""
+    """Send every job at once, then read each result as it is stored.
+
+    Celery's Redis backend publishes every state on `celery-task-meta-<id>`; subscribed to
+    that pattern, the client learns of a result when it lands, without polling (which
+    would take CPU from the server under test). The stored keys are read every few seconds
+    as well, in case a message was missed.
+    """
+    pubsub = rds.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.psubscribe(f"{RESULT_PREFIX}*")
     client = JobClient(app=app)
     sent: dict[str, float] = {}
     for body in bodies:
         at = time.time()
         sent[client.send(task, body).id] = at
-    pending = list(sent)
-    done: list[Completion] = []
+    done: dict[str, Completion] = {}
     failures: list[Any] = []
+
+    def finish(task_id: str, meta: JSON | None, now: float) -> None:
+        outcome = _outcome(meta)
+        if outcome is None or task_id in done or task_id not in sent:
+            return
+        if not outcome[0]:
+            failures.append((meta or {}).get("result"))
+        done[task_id] = Completion(sent[task_id], now, outcome[1], outcome[0])
+
     deadline = time.monotonic() + timeout
-    while pending:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending)} {task} jobs still pending after {timeout}s")
-        values = rds.mget([f"celery-task-meta-{i}" for i in pending])
-        now = time.time()
-        still = []
-        for task_id, raw in zip(pending, values, strict=True):
-            meta = json.loads(raw) if raw else None
-            if meta and meta.get("status") in READY:
-                ok = meta["status"] == "SUCCESS"
-                if not ok:
-                    failures.append(meta.get("result"))
-                done.append(Completion(sent[task_id], now, _tokens(meta), ok))
-            else:
-                still.append(task_id)
-        pending = still
-        if pending:
-            time.sleep(0.02)
+    next_sweep = time.monotonic() + SWEEP_S
+    try:
+        while len(done) < len(sent):
+            if time.monotonic() > deadline:
+                missing = len(sent) - len(done)
+                raise TimeoutError(f"{missing} {task} jobs still pending after {timeout}s")
+            message = pubsub.get_message(timeout=1.0)
+            if message is not None and message["type"] == "pmessage":
+                task_id = message["channel"].decode()[len(RESULT_PREFIX) :]
+                finish(task_id, json.loads(message["data"]), time.time())
+            if time.monotonic() >= next_sweep:
+                pending = [i for i in sent if i not in done]
+                values = rds.mget([f"{RESULT_PREFIX}{i}" for i in pending])
+                now = time.time()
+                for task_id, raw in zip(pending, values, strict=True):
+                    finish(task_id, json.loads(raw) if raw else None, now)
+                next_sweep = time.monotonic() + SWEEP_S
+    finally:
+        pubsub.close()
     if failures:
         print(f"  {task}: {len(failures)} jobs failed, e.g. {failures[0]}", flush=True)
-    return done
+    return list(done.values())
 
 
 def single_latency(app: Celery, task: str, body: JSON) -> float:

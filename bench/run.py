@@ -386,8 +386,16 @@ def engine_limit(bench: Bench, prompt_tokens: int, max_tokens: int) -> JSON | No
         print(f"  engine limit skipped: {exc}", flush=True)
         return {"skipped": str(exc)}
     table = {str(r.parallel): round(r.gen_tok_per_s, 2) for r in rows}
+    # Generated tokens over prefill plus decode: what a server that prefills each prompt
+    # before decoding it would reach at that width.
+    whole = {str(r.parallel): round(r.parallel * r.gen_tokens / r.total_s, 2) for r in rows}
     print(f"  llama-batched-bench decode tok/s by parallel sequences: {table}", flush=True)
-    return {"prompt_tokens": prompt_tokens, "gen_tokens": max_tokens, "decode_tok_per_s": table}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": max_tokens,
+        "decode_tok_per_s": table,
+        "generated_over_total_tok_per_s": whole,
+    }
 
 
 def prompt_tokens_of(url: str) -> int:
@@ -407,6 +415,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
         counter_url = llm_url if bench.llm_like else None
         slot_count = slots(llm_url) if args.backend == "llamacpp" else None
         print(f"{args.backend} up at {llm_url}; slots {slot_count}", flush=True)
+        result["slots"] = slot_count
         best_a, result["sweep_a"] = bench.sweep(
             llm_url, levels_for(args.backend, slot_count), args.max_tokens, args.sweep_waves
         )
@@ -619,11 +628,11 @@ def scale_out(bench: Bench, tmp: Path, args: argparse.Namespace) -> JSON:
     return out
 
 
-def write_results(path: Path, backend: str, info: JSON, figures: JSON) -> None:
-    """Add this backend's figures to the machine's results file for today."""
+def write_results(path: Path, backend: str, info: JSON, figures: JSON, day: str) -> None:
+    """Add this backend's figures to the machine's results file of `day`."""
     data: JSON = json.loads(path.read_text()) if path.exists() else {}
     data["machine"] = info
-    data["date"] = date.today().isoformat()
+    data["date"] = day
     data.setdefault("backends", {})[backend] = figures
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
@@ -655,13 +664,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.waves is None:
         args.waves = 5 if args.backend == "vllm" else 20
     info = machine()
-    out = Path(args.out) if args.out else RESULTS / f"{machine_slug(info)}-{date.today()}.json"
+    day = date.today().isoformat()
+    out = Path(args.out) if args.out else RESULTS / f"{machine_slug(info)}-{day}.json"
     tmp = Path(tempfile.mkdtemp(prefix="kcw-bench-"))
     print(f"backend={args.backend} repeats={args.repeats} logs in {tmp}", flush=True)
     started = time.time()
     figures = run_backend(args, tmp)
     figures["duration_s"] = round(time.time() - started, 1)
-    write_results(out, args.backend, info, figures)
+    write_results(out, args.backend, info, figures, day)
     print(json.dumps(figures["ratios"], indent=1))
     print(f"wrote {out}")
     return 0

@@ -1,0 +1,289 @@
+"""Render the README's Performance tables from a committed bench results file.
+
+    python -m bench.report [--file bench/results/X.json] [--write]
+
+`make bench` writes `bench/results/<machine>-<date>.json`; `--write` replaces the text
+between the README's `bench-table` markers with tables made from the newest such file,
+and a unit test checks that the README still matches it, so no figure is typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "bench/results"
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+JSON = dict[str, Any]
+NAMES = {"llamacpp": "llama-server", "vllm": "vLLM-cpu", "instant": "instant stub"}
+LLM = ("llamacpp", "vllm")
+DASH, TIMES = "\u2013", "\u00d7"
+
+__all__ = ["newest", "render", "splice"]
+
+
+def newest(directory: Path = RESULTS) -> Path:
+    """The results file with the latest date in its name."""
+    files = sorted(directory.glob("*.json"), key=lambda p: (p.stem[-10:], p.name))
+    if not files:
+        raise FileNotFoundError(f"no results in {directory}: run `make bench`")
+    return files[-1]
+
+
+def _iv(item: JSON | None, digits: int = 1) -> str:
+    """`median (low to high)` of an interval dict, or a dash."""
+    if not item:
+        return DASH
+    f = f"{{:.{digits}f}}"
+    return f"{f.format(item['median'])} ({f.format(item['low'])}{DASH}{f.format(item['high'])})"
+
+
+def _ratio(item: JSON | None) -> str:
+    if not item:
+        return DASH
+    verdict = "indistinguishable from 1" if item["vs_1"] == "indistinguishable" else ""
+    text = f"{item['median']:.3f} [{item['low']:.3f}, {item['high']:.3f}]"
+    return f"{text} {verdict}".strip()
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return [_row(head), _row(["---"] * len(head)), *(_row(r) for r in rows), ""]
+
+
+def _setup(backend: JSON, name: str) -> JSON | None:
+    found: JSON | None = backend["setups"].get(name)
+    return found
+
+
+def _limit_fraction(backend: JSON, setup: JSON | None) -> str:
+    """A llama.cpp row as a fraction of llama-batched-bench's decode rate at its width."""
+    limit = backend.get("engine_limit") or {}
+    table = limit.get("decode_tok_per_s") or {}
+    if not setup or not table or "tok_per_s" not in setup:
+        return DASH
+    # A server with N slots decodes at most N sequences at once, however many are in flight.
+    slots = backend.get("slots") or min(int(k) for k in backend["sweep_a"]["levels"])
+    width = min(int(setup["concurrency"]), int(slots))
+    levels = sorted(int(k) for k in table)
+    level = max([x for x in levels if x <= width] or levels[:1])
+    rate = setup["tok_per_s"]["median"] / table[str(level)]
+    return f"{rate:.2f} (of {table[str(level)]:.0f} at {level})"
+
+
+SETUPS = [
+    ("a direct [64]", "(a) direct, best concurrency"),
+    ("b pipeline [64]", "(b) our pipeline, `kcw.chat` jobs"),
+    ("e batch api [64]", "(e) Batch API, one {lines}-line batch"),
+    ("c naive [64]", "(c) naive Celery, prefork {TIMES} cores"),
+    ("d plain [64]", "(d) plain `llama-server`, best concurrency"),
+]
+
+
+def throughput(data: JSON) -> list[str]:
+    backends = {k: v for k, v in data["backends"].items() if k in LLM}
+    head = ["64 tokens a job, tok/s: median (95% interval)"]
+    for key in backends:
+        head.append(f"{NAMES[key]}")
+        if key == "llamacpp":
+            head.append("of the engine's limit")
+    rows = []
+    for name, label in SETUPS:
+        lines = next(iter(backends.values()))["settings"]["batch_lines"] if backends else 0
+        cells = [label.format(lines=lines, TIMES=TIMES)]
+        for key, backend in backends.items():
+            setup = _setup(backend, name)
+            conc = f" [{setup['concurrency']}]" if setup else ""
+            cells.append(_iv(setup.get("tok_per_s") if setup else None) + conc)
+            if key == "llamacpp":
+                cells.append(_limit_fraction(backend, setup))
+        rows.append(cells)
+    return _table(head, rows)
+
+
+RATIOS: list[tuple[str, str, Callable[[str], str]]] = [
+    ("b/a", "(b)/(a), 64 tokens", lambda k: "≥ 0.97, low end ≥ 0.95"),
+    ("b/a server counter", "(b)/(a), the server's own token counter", lambda k: "the same"),
+    ("b/a 1-token jobs", "(b)/(a), 1 token, jobs/s", lambda k: "≥ 0.90"),
+    ("e/a", "(e)/(a), Batch API", lambda k: "≥ 0.95"),
+    ("b/c", "(b)/(c), against naive Celery", lambda k: "≥ 2.5" if k == "vllm" else "> 1"),
+    ("b/d", "(b)/(d), against plain llama-server", lambda k: "≥ 1"),
+]
+
+
+def ratios(data: JSON) -> list[str]:
+    backends = {k: v for k, v in data["backends"].items() if k in LLM}
+    head = ["ratio of steady-state rates: median [95% interval]"]
+    head += [f"{NAMES[k]} ({v['settings']['repeats']} repeats)" for k, v in backends.items()]
+    head.append("target")
+    rows = []
+    for key, label, target in RATIOS:
+        if not any(key in b["ratios"] for b in backends.values()):
+            continue
+        cells = [label] + [_ratio(b["ratios"].get(key)) for b in backends.values()]
+        rows.append([*cells, " / ".join(dict.fromkeys(target(k) for k in backends))])
+    return _table(head, rows)
+
+
+def cpu(data: JSON) -> list[str]:
+    head = ["CPU ms per job (median)", "workers", "Redis", "`kcw serve`"]
+    rows = []
+    for key, backend in data["backends"].items():
+        for name, setup in backend["setups"].items():
+            use = setup.get("cpu_ms_per_job") or {}
+            if "worker" not in use:
+                continue
+            rows.append(
+                [
+                    f"{NAMES[key]}: {name}",
+                    f"{use['worker']:.2f}",
+                    f"{use.get('redis', 0):.2f}",
+                    f"{use['api']:.2f}" if "api" in use else DASH,
+                ]
+            )
+    return _table(head, rows)
+
+
+def latency(data: JSON) -> list[str]:
+    head = [
+        "queue latency, client side, 1-token jobs",
+        "pairs",
+        "pipeline p50",
+        "direct p50",
+        "overhead p50",
+        "overhead p95",
+    ]
+    rows = []
+    for key, backend in data["backends"].items():
+        for label, row in (backend.get("queue_latency") or {}).items():
+            rows.append(
+                [
+                    f"{NAMES[key]}, {label}",
+                    str(row["pairs"]),
+                    f"{row['pipeline_p50_ms']:.2f} ms",
+                    f"{row['direct_p50_ms']:.2f} ms",
+                    f"{row['overhead_p50_ms']:.2f} ms",
+                    f"{row['overhead_p95_ms']:.2f} ms",
+                ]
+            )
+    return _table(head, rows)
+
+
+def interactive(data: JSON) -> list[str]:
+    head = [
+        "a `kcw.chat` job during a big batch",
+        "batch lines",
+        "its latency (median of probes)",
+        "batch requests' median then",
+        "ratio, median / worst",
+        "backlog left",
+    ]
+    rows = []
+    for key, backend in data["backends"].items():
+        probe = backend.get("interactive")
+        if not probe:
+            continue
+        latencies = sorted(p["latency_s"] for p in probe["probes"])
+        batch = sorted(p["batch_median_s"] for p in probe["probes"])
+        rows.append(
+            [
+                f"{NAMES[key]} ({len(latencies)} jobs, one at a time)",
+                str(probe["batch_lines"]),
+                f"{latencies[len(latencies) // 2]:.2f} s",
+                f"{batch[len(batch) // 2]:.2f} s",
+                f"{probe['ratio_median']:.2f} / {probe['ratio_max']:.2f}",
+                f"{probe['batch_backlog_at_end']} lines",
+            ]
+        )
+    return _table(head, rows)
+
+
+def engine(data: JSON) -> list[str]:
+    backend = data["backends"].get("llamacpp") or {}
+    limit = backend.get("engine_limit") or {}
+    table = limit.get("decode_tok_per_s")
+    if not table:
+        return []
+    head = ["`llama-batched-bench`, parallel sequences", *table]
+    prompt, gen = limit["prompt_tokens"], limit["gen_tokens"]
+    rows = [
+        [f"decode tok/s ({prompt}-token prompts, {gen} tokens)"]
+        + [f"{v:.0f}" for v in table.values()]
+    ]
+    whole = limit.get("generated_over_total_tok_per_s")
+    if whole:
+        rows.append(
+            ["generated tok/s over prefill + decode", *(f"{v:.0f}" for v in whole.values())]
+        )
+    return _table(head, rows)
+
+
+def scale(data: JSON) -> list[str]:
+    backend = data["backends"].get("instant") or {}
+    out = backend.get("scale_out")
+    if not out:
+        return []
+    head = ["instant stub server, 1-token jobs", "jobs/s: median (95% interval)"]
+    rows = [
+        [f"{count} worker process{'es' if count != '1' else ''}", _iv(row["jobs_per_s"], 0)]
+        for count, row in out.items()
+    ]
+    for name, label in (
+        ("a direct [1]", "direct HTTP, best concurrency"),
+        ("b pipeline [1]", "1 worker process (interleaved with the rows below)"),
+        ("noop celery [1]", "a no-op Celery task, same configuration"),
+    ):
+        setup = backend["setups"].get(name)
+        if setup:
+            rows.append([label, _iv(setup.get("jobs_per_s"), 0)])
+    return _table(head, rows)
+
+
+def render(data: JSON, source: str) -> str:
+    """Every table, in README order, with the file they come from."""
+    info = data["machine"]
+    lines = [
+        f"Measured with `make bench` on {info['cpu']} ({info['cores']} cores, no GPU), "
+        f"{data['date']}, commit {info['commit']}; from `{source}`.",
+        "",
+    ]
+    for part in (throughput, ratios, engine, cpu, latency, interactive, scale):
+        lines += part(data)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def splice(readme: str, tables: str) -> str:
+    """`readme` with the text between the markers replaced by `tables`."""
+    pattern = re.compile(re.escape(START) + r"\n.*?" + re.escape(END), re.S)
+    if not pattern.search(readme):
+        raise ValueError(f"README.md has no {START} … {END} markers")
+    return pattern.sub(lambda _: f"{START}\n{tables}{END}", readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--file", type=Path, default=None)
+    parser.add_argument("--write", action="store_true", help="rewrite README.md")
+    args = parser.parse_args(argv)
+    path = args.file or newest()
+    tables = render(json.loads(path.read_text()), path.relative_to(ROOT).as_posix())
+    if args.write:
+        README.write_text(splice(README.read_text(), tables))
+        print(f"README.md tables rewritten from {path}")
+    else:
+        sys.stdout.write(tables)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""The README's Performance tables are rendered from the committed bench results, not typed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.report import END, README, ROOT, START, newest, render, splice
+
+
+def test_readme_tables_match_the_newest_committed_results() -> None:
+    path = newest()
+    expected = render(json.loads(path.read_text()), path.relative_to(ROOT).as_posix())
+    text = README.read_text()
+    section = text[text.index(START) + len(START) + 1 : text.index(END)]
+    assert section == expected, "README is stale: run `make bench-table`"
+
+
+def test_every_llm_backend_has_the_rows_the_readme_promises() -> None:
+    data = json.loads(newest().read_text())
+    for key in ("llamacpp", "vllm"):
+        backend = data["backends"][key]
+        assert {"b/a", "e/a", "b/c", "b/a 1-token jobs"} <= set(backend["ratios"]), key
+        assert backend["interactive"]["probes"], key
+        assert backend["queue_latency"]["idle"]["pairs"] >= 200, key
+    assert data["backends"]["llamacpp"]["engine_limit"]["decode_tok_per_s"]
+    assert data["backends"]["instant"]["scale_out"]
+
+
+def test_splice_needs_the_markers() -> None:
+    with pytest.raises(ValueError, match="markers"):
+        splice("no markers here", "table\n")
+    assert splice(f"a\n{START}\nold\n{END}\nb", "new\n") == f"a\n{START}\nnew\n{END}\nb"

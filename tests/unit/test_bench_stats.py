@@ -1,0 +1,102 @@
+"""The bench's arithmetic: intervals, the steady-state window, counters read from /metrics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.batch_api import batch_lines, is_line
+from bench.counters import parse_counter
+from bench.phase import Completion, PhaseResult
+from bench.procs import cpu_seconds
+from bench.stats import interval, percentile, steady_rate
+from bench.workload import chat_bodies
+
+
+def test_interval_brackets_the_median_and_says_when_it_holds_one() -> None:
+    tight = interval([0.98, 0.99, 1.0, 1.01, 1.02])
+    assert tight.low <= tight.median == 1.0 <= tight.high
+    assert tight.verdict() == "indistinguishable"
+    assert interval([0.80, 0.81, 0.82, 0.83, 0.84]).verdict() == "below"
+    assert interval([1.2, 1.3, 1.25, 1.22, 1.28]).verdict() == "above"
+
+
+def test_interval_of_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        interval([])
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([], 50) == 0.0
+
+
+def test_steady_rate_leaves_out_ramp_up_and_drain() -> None:
+    # 10 s of slow ramp (1/s), 100 s at 10/s, 10 s of slow drain: the middle rate is 10/s.
+    samples, count = [(0.0, 0.0)], 0.0
+    for t in range(1, 121):
+        count += 10.0 if 10 < t <= 110 else 1.0
+        samples.append((float(t), count))
+    assert steady_rate(samples) == pytest.approx(10.0, rel=0.01)
+    whole = count / 120
+    assert whole < 9.0  # the naive rate the window avoids
+
+
+def test_steady_rate_refuses_a_phase_that_counted_nothing() -> None:
+    with pytest.raises(ValueError, match="nothing was counted"):
+        steady_rate([(0.0, 5.0), (1.0, 5.0)])
+
+
+def test_phase_rates_come_from_finish_times_and_usage() -> None:
+    jobs = [Completion(0.0, 1.0 + i, 64) for i in range(100)]
+    phase = PhaseResult("a direct", "64", 0, 8, 0.0, jobs)
+    assert phase.jobs_per_s == pytest.approx(1.0, rel=0.02)
+    assert phase.tok_per_s == pytest.approx(64.0, rel=0.02)
+    assert phase.summary()["failures"] == 0
+
+
+PROM = """# HELP llamacpp:tokens_predicted_total Number of generation tokens processed.
+# TYPE llamacpp:tokens_predicted_total counter
+llamacpp:tokens_predicted_total 1280
+llamacpp:prompt_tokens_total 400
+"""
+VLLM = """vllm:generation_tokens_total{engine="0",model_name="m"} 100.0
+vllm:generation_tokens_total{engine="1",model_name="m"} 23.0
+"""
+
+
+def test_counters_read_llama_server_and_vllm_pages() -> None:
+    assert parse_counter(PROM) == 1280
+    assert parse_counter(VLLM) == 123
+    assert parse_counter("other_metric 5\n") is None
+
+
+def test_bodies_are_unique_and_generate_exactly_max_tokens() -> None:
+    first, second = chat_bodies(4, 64, "a"), chat_bodies(4, 64, "a")
+    prompts = [b["messages"][0]["content"] for b in first + second]
+    assert len(set(prompts)) == 8
+    assert all(b["ignore_eos"] and b["max_tokens"] == 64 for b in first)
+
+
+def test_batch_lines_and_their_job_ids() -> None:
+    text = batch_lines(chat_bodies(3, 8, "e")).decode()
+    assert [line.count('"custom_id": "r') for line in text.splitlines()] == [1, 1, 1]
+    assert is_line({"id": "batch_abc:3:1"})
+    assert not is_line({"id": "5f1c7d2e-0000-4000-8000-000000000000"})
+
+
+def test_cpu_seconds_counts_live_and_reaped_children() -> None:
+    before = cpu_seconds(os.getpid())
+    burn = "import time\nt = time.time()\nwhile time.time() - t < 0.5: pass\ntime.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        time.sleep(1.0)
+        live = cpu_seconds(os.getpid()) - before
+    finally:
+        child.kill()
+        child.wait(10)
+    assert live >= 0.3  # the live child's time counts as ours
