@@ -12,7 +12,7 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench bench-smoke bench-table bench-fetch system-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
+.PHONY: help bench bench-smoke bench-table bench-depth bench-fetch system-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
@@ -127,6 +127,9 @@ bench-smoke: venv ## a 30-second bench run on the instant server, so the bench c
 
 bench-table: venv ## rewrite the README's Performance tables from the newest bench/results file
 	$(BIN)/python -m bench.report --write
+
+bench-depth: venv model llama-server ## llama-server filled to its slots or to slots + 2, direct and through the pipeline (repeated)
+	$(BIN)/python -m bench.depth
 
 bench-fetch: venv ## what the atomic fetch costs against stock kombu's BRPOP (no-op jobs, repeated)
 	$(BIN)/python -m bench.fetch

@@ -251,12 +251,15 @@ def scale(data: JSON) -> list[str]:
 
 def render(data: JSON, source: str) -> str:
     """Every table, in README order, with the file they come from."""
+    skipped = {k: v["skipped"] for k, v in data["backends"].items() if "skipped" in v}
+    data = {**data, "backends": {k: v for k, v in data["backends"].items() if k not in skipped}}
     info = data["machine"]
     lines = [
         f"Measured with `make bench` on {info['cpu']} ({info['cores']} cores, no GPU), "
         f"{data['date']}, commit {info['commit']}; from `{source}`.",
         "",
     ]
+    lines += [f"{NAMES[k]} was not measured: {why}\n" for k, why in skipped.items()]
     for part in (throughput, ratios, engine, cpu, latency, interactive, scale):
         lines += part(data)
     return "\n".join(lines).rstrip() + "\n"

@@ -57,6 +57,7 @@ from bench.procs import cpu_seconds
 from bench.queued import celery_worker, client_app, pool_size, run_jobs, single_latency
 from bench.stats import interval, percentile
 from bench.workload import chat_bodies
+from worker.errors import NotRunnableHere
 from worker.ops.api_server import start_api
 from worker.ops.llm_servers import MODEL, LLMServer, start_launcher, start_vllm, wait_healthy
 from worker.ops.processes import free_port, spawn, stop
@@ -661,15 +662,18 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats, args.waves, args.sweep_waves = 2, 2, 1
         args.batch_lines, args.short_jobs, args.pairs = 16, 40, 10
         args.interactive_lines, args.probes = 40, 2
-    if args.waves is None:
-        args.waves = 5 if args.backend == "vllm" else 20
     info = machine()
     day = date.today().isoformat()
     out = Path(args.out) if args.out else RESULTS / f"{machine_slug(info)}-{day}.json"
     tmp = Path(tempfile.mkdtemp(prefix="kcw-bench-"))
     print(f"backend={args.backend} repeats={args.repeats} logs in {tmp}", flush=True)
     started = time.time()
-    figures = run_backend(args, tmp)
+    try:
+        figures = run_backend(args, tmp)
+    except NotRunnableHere as exc:
+        print(f"{args.backend} skipped: {exc}", flush=True)
+        write_results(out, args.backend, info, {"skipped": str(exc)}, day)
+        return 0
     figures["duration_s"] = round(time.time() - started, 1)
     write_results(out, args.backend, info, figures, day)
     print(json.dumps(figures["ratios"], indent=1))

