@@ -73,25 +73,23 @@ def interval(values: Sequence[float], seed: int = 0) -> Interval:
     )
 
 
-def _time_at(samples: Sequence[tuple[float, float]], level: float) -> float:
-    """When the cumulative count in `samples` (time, count; both rising) first reached `level`."""
-    previous_t, previous_v = samples[0]
+def _first_at(samples: Sequence[tuple[float, float]], level: float) -> tuple[float, float]:
+    """The first sample (time, count) whose count reached `level`."""
     for t, v in samples:
         if v >= level:
-            if v == previous_v:
-                return t
-            return previous_t + (t - previous_t) * (level - previous_v) / (v - previous_v)
-        previous_t, previous_v = t, v
+            return t, v
     raise ValueError(f"the count never reached {level}")
 
 
 def steady_rate(
     samples: Sequence[tuple[float, float]], low: float = 0.1, high: float = 0.9
 ) -> float:
-    """Rate over the middle of a phase: count per second between the moments the count
-    passed `low` and `high` of its total, which leaves out ramp-up and drain.
+    """Rate over the middle of a phase, which leaves out ramp-up and drain: the count added
+    between the samples where it first passed `low` and `high` of its total, per second.
 
-    `samples` are (time, cumulative count) pairs in time order, starting at the phase's start.
+    Measured between real samples, not interpolated levels, so counts that rise in steps
+    (64 requests finishing together) are neither over- nor under-counted. `samples` are
+    (time, cumulative count) pairs in time order, starting at the phase's start.
     """
     if len(samples) < 2:
         raise ValueError("a rate needs at least two samples")
@@ -100,7 +98,10 @@ def steady_rate(
     total = rising[-1][1]
     if total <= 0:
         raise ValueError("nothing was counted during the phase")
-    t_low, t_high = _time_at(rising, total * low), _time_at(rising, total * high)
+    (t_low, v_low), (t_high, v_high) = (
+        _first_at(rising, total * low),
+        _first_at(rising, total * high),
+    )
     if t_high <= t_low:
         raise ValueError("the phase is too short for a steady-state window")
-    return total * (high - low) / (t_high - t_low)
+    return (v_high - v_low) / (t_high - t_low)

@@ -46,6 +46,14 @@ def test_steady_rate_leaves_out_ramp_up_and_drain() -> None:
     assert whole < 9.0  # the naive rate the window avoids
 
 
+def test_steady_rate_counts_steps_exactly() -> None:
+    # 8 waves of 64 lines finishing together every 10 s: 6.4 lines a second.
+    samples = [(0.0, 0.0)]
+    for wave in range(1, 9):
+        samples += [(10.0 * wave - 0.1, 64.0 * (wave - 1)), (10.0 * wave, 64.0 * wave)]
+    assert steady_rate(samples) == pytest.approx(6.4)
+
+
 def test_steady_rate_refuses_a_phase_that_counted_nothing() -> None:
     with pytest.raises(ValueError, match="nothing was counted"):
         steady_rate([(0.0, 5.0), (1.0, 5.0)])
