@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
 READY = {"SUCCESS", "FAILURE", "REVOKED"}
 RESULT_PREFIX = "celery-task-meta-"
-SWEEP_S = 5.0
+SWEEP_S = 0.5  # how often the sender checks that every job is done
 
 
 def client_app(server: RedisServer, db: int = 0) -> Celery:
@@ -90,57 +91,93 @@ def _outcome(meta: JSON | None) -> tuple[bool, int] | None:
     return meta["status"] == "SUCCESS", _tokens(meta)
 
 
+class _Arrivals:
+    """A thread subscribed to every result channel, noting when each final state arrives.
+
+    It runs while the jobs are being sent, so a result that lands during the sending is
+    timed when it lands, not when the sender gets round to reading it.
+    """
+
+    def __init__(self, rds: redis.Redis) -> None:
+        self.pubsub = rds.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self.pubsub.psubscribe(f"{RESULT_PREFIX}*")
+        self.seen: dict[str, tuple[JSON, float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-results", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.pubsub.get_message(timeout=0.5)
+            if message is None or message["type"] != "pmessage":
+                continue
+            now = time.time()
+            meta = json.loads(message["data"])
+            if _outcome(meta) is not None:
+                task_id = message["channel"].decode()[len(RESULT_PREFIX) :]
+                with self._lock:
+                    self.seen.setdefault(task_id, (meta, now))
+
+    def take(self) -> dict[str, tuple[JSON, float]]:
+        with self._lock:
+            return dict(self.seen)
+
+    def add(self, task_id: str, meta: JSON, at: float) -> None:
+        with self._lock:
+            self.seen.setdefault(task_id, (meta, at))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.pubsub.close()
+
+
 def run_jobs(
     app: Celery, rds: redis.Redis, task: str, bodies: list[JSON], timeout: float = 3600
 ) -> list[Completion]:
-    """Send every job at once, then read each result as it is stored.
+    """Send every job at once; each result is timed when it is stored.
 
-    Celery's Redis backend publishes every state on `celery-task-meta-<id>`; subscribed to
-    that pattern, the client learns of a result when it lands, without polling (which
+    Celery's Redis backend publishes every state on `celery-task-meta-<id>`; a thread
+    subscribed to that pattern learns of a result when it lands, without polling (which
     would take CPU from the server under test). The stored keys are read every few seconds
     as well, in case a message was missed.
     """
-    pubsub = rds.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.psubscribe(f"{RESULT_PREFIX}*")
+    arrivals = _Arrivals(rds)
     client = JobClient(app=app)
     sent: dict[str, float] = {}
-    for body in bodies:
-        at = time.time()
-        sent[client.send(task, body).id] = at
-    done: dict[str, Completion] = {}
-    failures: list[Any] = []
-
-    def finish(task_id: str, meta: JSON | None, now: float) -> None:
-        outcome = _outcome(meta)
-        if outcome is None or task_id in done or task_id not in sent:
-            return
-        if not outcome[0]:
-            failures.append((meta or {}).get("result"))
-        done[task_id] = Completion(sent[task_id], now, outcome[1], outcome[0])
-
     deadline = time.monotonic() + timeout
-    next_sweep = time.monotonic() + SWEEP_S
     try:
-        while len(done) < len(sent):
+        for body in bodies:
+            at = time.time()
+            sent[client.send(task, body).id] = at
+        while True:
+            seen = arrivals.take()
+            pending = [i for i in sent if i not in seen]
+            if not pending:
+                break
             if time.monotonic() > deadline:
-                missing = len(sent) - len(done)
-                raise TimeoutError(f"{missing} {task} jobs still pending after {timeout}s")
-            message = pubsub.get_message(timeout=1.0)
-            if message is not None and message["type"] == "pmessage":
-                task_id = message["channel"].decode()[len(RESULT_PREFIX) :]
-                finish(task_id, json.loads(message["data"]), time.time())
-            if time.monotonic() >= next_sweep:
-                pending = [i for i in sent if i not in done]
-                values = rds.mget([f"{RESULT_PREFIX}{i}" for i in pending])
-                now = time.time()
-                for task_id, raw in zip(pending, values, strict=True):
-                    finish(task_id, json.loads(raw) if raw else None, now)
-                next_sweep = time.monotonic() + SWEEP_S
+                raise TimeoutError(f"{len(pending)} {task} jobs still pending after {timeout}s")
+            time.sleep(SWEEP_S)
+            values = rds.mget([f"{RESULT_PREFIX}{i}" for i in pending])
+            now = time.time()
+            for task_id, raw in zip(pending, values, strict=True):
+                meta = json.loads(raw) if raw else None
+                if _outcome(meta) is not None and meta is not None:
+                    arrivals.add(task_id, meta, now)
     finally:
-        pubsub.close()
+        arrivals.close()
+    done, failures = [], []
+    for task_id, (meta, at) in arrivals.take().items():
+        if task_id not in sent:
+            continue
+        ok, tokens = _outcome(meta) or (False, 0)
+        if not ok:
+            failures.append(meta.get("result"))
+        done.append(Completion(sent[task_id], at, tokens, ok))
     if failures:
         print(f"  {task}: {len(failures)} jobs failed, e.g. {failures[0]}", flush=True)
-    return list(done.values())
+    return done
 
 
 def single_latency(app: Celery, task: str, body: JSON) -> float:

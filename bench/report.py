@@ -124,7 +124,10 @@ RATIOS: list[tuple[str, str, Callable[[str], str]]] = [
 def ratios(data: JSON) -> list[str]:
     backends = {k: v for k, v in data["backends"].items() if k in LLM}
     head = ["ratio of steady-state rates: median [95% interval]"]
-    head += [f"{NAMES[k]} ({v['settings']['repeats']} repeats)" for k, v in backends.items()]
+    head += [
+        f"{NAMES[k]} ({v['settings']['repeats']} repeats, {v['settings']['waves']} waves)"
+        for k, v in backends.items()
+    ]
     head.append("target")
     rows = []
     for key, label, target in RATIOS:

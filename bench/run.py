@@ -630,10 +630,10 @@ def scale_out(bench: Bench, tmp: Path, args: argparse.Namespace) -> JSON:
 
 
 def write_results(path: Path, backend: str, info: JSON, figures: JSON, day: str) -> None:
-    """Add this backend's figures to the machine's results file of `day`."""
+    """Add this backend's figures to the machine's results file (named for `day`)."""
     data: JSON = json.loads(path.read_text()) if path.exists() else {}
     data["machine"] = info
-    data["date"] = day
+    data.setdefault("date", day)  # the day the file's first backend ran
     data.setdefault("backends", {})[backend] = figures
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
