@@ -243,7 +243,7 @@ def scale(data: JSON) -> list[str]:
     ]
     for name, label in (
         ("a direct [1]", "direct HTTP, best concurrency"),
-        ("b pipeline [1]", "1 worker process (interleaved with the rows below)"),
+        ("b pipeline [1]", "(b) our pipeline, 1 worker process, in the interleaved repeats"),
         ("noop celery [1]", "a no-op Celery task, same configuration"),
     ):
         setup = backend["setups"].get(name)
