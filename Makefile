@@ -122,7 +122,7 @@ bench: venv model models-hf llama-server llama-batched-bench vllm-env ## every r
 	done
 	$(BIN)/python -m bench.report
 
-bench-smoke: venv ## a 30-second bench run on the instant server, so the bench cannot rot (no timing checked)
+bench-smoke: venv ## a bench run of under a minute on the instant server, so the bench cannot rot (no timing checked)
 	$(BIN)/python -m bench.run --backend instant --smoke --out .run/bench-smoke.json
 
 bench-table: venv ## rewrite the README's Performance tables from the newest bench/results file
