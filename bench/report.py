@@ -258,7 +258,7 @@ def render(data: JSON, source: str) -> str:
     data = {**data, "backends": {k: v for k, v in data["backends"].items() if k not in skipped}}
     info = data["machine"]
     lines = [
-        f"Measured with `make bench` on {info['cpu']} ({info['cores']} cores, no GPU), "
+        f"Measured with `make bench` on {info['cpu']} ({info['cores']} cores), "
         f"{data['date']}, commit {info['commit']}; from `{source}`.",
         "",
     ]
