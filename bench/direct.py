@@ -22,10 +22,9 @@ def served_model(url: str) -> str:
     return str(data["data"][0]["id"])
 
 
-async def _direct(url: str, bodies: list[JSON], concurrency: int) -> list[Completion]:
+async def _direct(url: str, model: str, bodies: list[JSON], concurrency: int) -> list[Completion]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as client:
-        model = (await client.get("/v1/models")).json()["data"][0]["id"]
 
         async def one(body: JSON) -> Completion:
             started = time.time()
@@ -48,4 +47,4 @@ async def _direct(url: str, bodies: list[JSON], concurrency: int) -> list[Comple
 
 def direct(url: str, bodies: list[JSON], concurrency: int) -> list[Completion]:
     """Send every body with at most `concurrency` in flight; one completion per body."""
-    return asyncio.run(_direct(url, bodies, concurrency))
+    return asyncio.run(_direct(url, served_model(url), bodies, concurrency))

@@ -51,7 +51,7 @@ from celery import Celery
 
 from bench import batch_api
 from bench.counters import CounterSampler
-from bench.direct import direct
+from bench.direct import direct, served_model
 from bench.phase import Completion, PhaseResult
 from bench.procs import cpu_seconds
 from bench.queued import celery_worker, client_app, pool_size, run_jobs, single_latency
@@ -334,7 +334,7 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
     """Client-side latency of one `kcw.chat` job against one direct request, alternating."""
     app = bench.apps["b"][0]
     url = bench.llm.url
-    model = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
+    model = served_model(url)
     out: JSON = {}
     with httpx.Client(base_url=url, timeout=600) as client:
 
@@ -400,7 +400,7 @@ def engine_limit(bench: Bench, prompt_tokens: int, max_tokens: int) -> JSON | No
 
 
 def prompt_tokens_of(url: str) -> int:
-    model = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
+    model = served_model(url)
     body = {**chat_bodies(1, 1, "count")[0], "model": model}
     reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600).json()
     return int(reply["usage"]["prompt_tokens"])

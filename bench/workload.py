@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-__all__ = ["PROMPTS", "SEED", "Workload", "chat_bodies"]
+__all__ = ["PROMPTS", "SEED", "chat_bodies"]
 
 JSON = dict[str, Any]
 SEED = 1234
@@ -25,16 +25,6 @@ PROMPTS = [
     "Describe a cup of coffee to someone who has never had one.",
 ]
 _serial = itertools.count()
-
-
-class Workload:
-    """A named request shape: how many tokens each request generates."""
-
-    def __init__(self, name: str, max_tokens: int) -> None:
-        self.name, self.max_tokens = name, max_tokens
-
-    def bodies(self, n: int, phase: str) -> list[JSON]:
-        return chat_bodies(n, self.max_tokens, phase)
 
 
 def chat_bodies(n: int, max_tokens: int, phase: str) -> list[JSON]:
