@@ -232,7 +232,7 @@ class ApiSettings(WorkerSettings):
     # Where `kcw batch` finds the API; empty = http://API_HOST:API_PORT (loopback for 0.0.0.0).
     kcw_api_url: str = ""
     kcw_data_dir: Path = Path("data")
-    # Batch lines queued or running at once over all batches; 0 = the servers' windows + 2.
+    # Batch lines queued or running at once over all batches; 0 = the servers' windows + 1/4.
     batch_window: int = Field(0, ge=0, le=4096)
     # Seconds before a line sent with no result is sent again; 0 = the visibility timeout.
     batch_line_timeout: int = Field(0, ge=0)

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.processes import RedisServer
+from worker.batches import runner as runner_module
 from worker.batches.feeder import Limits
 from worker.batches.files import FileStore, new_file_id
 from worker.batches.lines import run_line
 from worker.batches.records import BatchRecord, Internal
 from worker.batches.runner import BatchRunner
-from worker.batches.store import BatchStore
+from worker.batches.store import WAKE_CHANNEL, BatchStore
 
 DB = 12  # apart from the session worker's db 0
 ENDPOINT = "/v1/chat/completions"
@@ -230,3 +232,50 @@ def test_cancel_stops_lines_not_started_and_keeps_finished_ones(
     late = run_line(store, NO_CONTEXT, h.sent[1][0], final_attempt=False)
     assert late == "skipped (batch cancelled)"
     assert store.redis.keys(f"kcw:batch:{h.id}:*") == []
+
+
+def test_a_stored_outcome_is_published_once_on_the_wake_channel(
+    store: BatchStore, files: FileStore
+) -> None:
+    h = Harness(store, files, 3, window=3)
+    h.tick()
+    h.tick()
+    wakes = store.redis.pubsub(ignore_subscribe_messages=True)
+    wakes.subscribe(WAKE_CHANNEL)
+    try:
+        wakes.get_message(timeout=1)  # the subscribe confirmation
+        message = h.sent[0][0]
+        assert h.answer(message)
+        assert not h.answer(message)  # a second delivery stores nothing and wakes no one
+        got = [wakes.get_message(timeout=1) for _ in range(2)]
+        assert got[0] is not None and got[0]["data"] == h.id.encode()
+        assert got[1] is None
+    finally:
+        wakes.close()
+        h.runner.stop()
+
+
+def test_the_running_feeder_refills_a_freed_slot_when_woken_not_on_its_tick(
+    store: BatchStore, files: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With an hour-long tick, only the wake can make the runner send the next line.
+    monkeypatch.setattr(runner_module, "TICK_S", 3600.0)
+    h = Harness(store, files, 4, window=2)
+    h.tick()  # validating -> in_progress
+    h.tick()
+    assert len(h.sent) == 2
+    h.runner.start()
+    try:
+        time.sleep(0.5)  # the thread's own first tick: the window is full, nothing is sent
+        assert len(h.sent) == 2
+        h.answer(h.sent[0][0])
+        wait_for(lambda: len(h.sent) == 3, "a third line after one outcome was stored")
+    finally:
+        h.runner.stop()
+
+
+def wait_for(check: Callable[[], bool], what: str, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} within {within} s"
+        time.sleep(0.05)

@@ -1,9 +1,10 @@
-"""The AIMD in-flight window."""
+"""In-flight windows: the AIMD limit per server, and the batch window of `kcw serve`."""
 
 from __future__ import annotations
 
 import pytest
 
+from worker.batches.runner import with_margin
 from worker.llm.limits import AdaptiveLimit, window_for_slots
 
 
@@ -52,3 +53,10 @@ def test_cap_at_running_only_shrinks() -> None:
 @pytest.mark.parametrize(("slots", "window"), [(1, 1), (2, 2), (3, 3), (4, 5), (8, 10), (64, 80)])
 def test_slots_get_a_short_queue_from_four_up(slots: int, window: int) -> None:
     assert window_for_slots(slots) == window
+
+
+@pytest.mark.parametrize(("in_flight", "window"), [(1, 3), (8, 10), (10, 12), (64, 80)])
+def test_the_batch_window_adds_a_quarter_of_queued_lines_and_at_least_two(
+    in_flight: int, window: int
+) -> None:
+    assert with_margin(in_flight) == window

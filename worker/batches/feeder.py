@@ -80,8 +80,12 @@ class BatchFeeder:
             self.source = None
 
     # ---- The step --------------------------------------------------------------------------
-    def step(self, budget: int) -> bool:
-        """Advance the batch; True once it is finished and needs no more steps."""
+    def step(self, room: int) -> bool:
+        """Advance the batch; True once it is finished and needs no more steps.
+
+        `room` is how many of this batch's lines may be out at once. Outcomes are collected
+        first, so a line that just finished frees its place in this same step.
+        """
         record = self.store.get(self.id)
         if record.status in FINISHED:
             self.close()
@@ -103,7 +107,7 @@ class BatchFeeder:
         if len(self.done) == len(self.index):
             return self._finalize("completed")
         self._resend_overdue(now)
-        self._fill(budget, now)
+        self._fill(room - self.outstanding, now)
         return False
 
     # ---- Validating --------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""The loop inside `kcw serve` that feeds every unfinished batch, a few times a second.
+"""The loop inside `kcw serve` that feeds every unfinished batch.
 
-On start and on every tick it takes over any unfinished batch no one holds (a Redis
-lock with a TTL, renewed each tick), so a batch whose `kcw serve` died is resumed by
-the next one, and two never feed the same batch. The window bounds the lines queued
-or running over all its batches, so interactive jobs never wait behind a whole batch.
+It steps on every tick, and at once when a worker stores a line's outcome (a Redis
+publish), so a freed slot is refilled without waiting for the tick. It takes over any
+unfinished batch no one holds (a Redis lock with a TTL, renewed each step), so a batch
+whose `kcw serve` died is resumed by the next one, and two never feed the same batch.
+The window bounds the lines queued or running over all its batches, so interactive jobs
+never wait behind a whole batch.
 """
 
 from __future__ import annotations
@@ -20,26 +22,44 @@ import redis
 
 from worker.batches.feeder import BatchFeeder, Limits, Sender
 from worker.batches.files import FileStore
-from worker.batches.store import BatchStore
+from worker.batches.store import WAKE_CHANNEL, BatchStore
 from worker.config import ApiSettings
 
-__all__ = ["LINE_TASK", "BatchRunner", "celery_sender", "make_runner", "window_for"]
+__all__ = [
+    "LINE_TASK",
+    "BatchRunner",
+    "celery_sender",
+    "make_runner",
+    "window_for",
+    "with_margin",
+]
 
 log = logging.getLogger("kcw.batches")
 LINE_TASK = "kcw.batch_line"
 TICK_S = 0.25
+# How often a long wait looks at the stop flag.
+STOP_CHECK_S = 0.5
 LOCK_TTL_MS = 30_000
-# Lines queued beyond what the servers run at once, so a free slot never waits for us.
-WINDOW_MARGIN = 2
+# Lines queued beyond what the servers run at once, so a freed slot never waits for us:
+# a share of the window (servers that batch finish many lines at once), and at least a few.
+MARGIN_SHARE = 4
+MIN_MARGIN = 2
+# Wakes that arrive while one step runs are drained, so a burst costs one more step.
+MAX_DRAINED = 10_000
 
 
 def window_for(settings: ApiSettings) -> int:
-    """BATCH_WINDOW, or what the LLM servers take in flight plus a small margin."""
+    """BATCH_WINDOW, or what the LLM servers take in flight plus a margin of queued lines."""
     if settings.batch_window:
         return settings.batch_window
     from worker.llm.capacity import plan_concurrency
 
-    return plan_concurrency(settings).threads + WINDOW_MARGIN
+    return with_margin(plan_concurrency(settings).threads)
+
+
+def with_margin(in_flight: int) -> int:
+    """The window for servers that run `in_flight` requests at once."""
+    return in_flight + max(MIN_MARGIN, in_flight // MARGIN_SHARE)
 
 
 def celery_sender(app: Any) -> Sender:
@@ -95,6 +115,7 @@ class BatchRunner:
         self.feeders.clear()
 
     def _run(self) -> None:
+        wakes: Any = None
         while not self._stop.is_set():
             try:
                 self.tick()
@@ -104,7 +125,38 @@ class BatchRunner:
             except Exception:
                 log.exception("unexpected error while feeding batches")
                 self._stop.wait(2.0)
+            wakes = self._wait(wakes)
+        if wakes is not None:
+            with contextlib.suppress(redis.RedisError):
+                wakes.close()
+
+    def _wait(self, wakes: Any) -> Any:
+        """Sleep until a line's outcome is stored or the tick is up; returns the subscription.
+
+        Without a subscription (Redis down, or it broke) it sleeps the tick and tries to
+        subscribe again next time, so the runner never depends on the channel.
+        """
+        try:
+            if wakes is None:
+                wakes = self.store.redis.pubsub(ignore_subscribe_messages=True)
+                wakes.subscribe(WAKE_CHANNEL)
+            deadline = time.monotonic() + TICK_S
+            while not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if wakes.get_message(timeout=min(left, STOP_CHECK_S)) is not None:
+                    for _ in range(MAX_DRAINED):
+                        if wakes.get_message(timeout=0) is None:
+                            break
+                    break
+            return wakes
+        except redis.RedisError:
+            if wakes is not None:
+                with contextlib.suppress(redis.RedisError):
+                    wakes.close()
             self._stop.wait(TICK_S)
+            return None
 
     def tick(self) -> None:
         """Claim what no one feeds, then step every batch held."""
@@ -129,9 +181,9 @@ class BatchRunner:
             feeder.close()
             del self.feeders[batch_id]
             return
-        budget = max(0, self.window - sum(f.outstanding for f in self.feeders.values()))
+        others = sum(f.outstanding for other, f in self.feeders.items() if other != batch_id)
         try:
-            finished = feeder.step(budget)
+            finished = feeder.step(self.window - others)
         except Exception:
             log.exception("batch %s: step failed; trying again", batch_id)
             feeder.close()

@@ -8,6 +8,7 @@
     kcw:batch:<id>:results    line -> outcome, written once (by a script) by the worker
     kcw:batch:<id>:done       bitmap of the lines already in the output or error file
     kcw:batch:<id>:closed     set while the batch is being finalized: no outcome is stored
+    kcw:batch:wake            channel: a batch id, published when a line's outcome is stored
 
 `sent` and `results` hold at most the window's lines; the files are the record.
 """
@@ -24,9 +25,11 @@ import redis
 from worker.batches.records import BatchRecord
 from worker.errors import NotFound
 
-__all__ = ["PREFIX", "BatchStore"]
+__all__ = ["PREFIX", "WAKE_CHANNEL", "BatchStore"]
 
 PREFIX = "kcw:batch:"
+# Told of every stored outcome, so the feeder refills a freed slot at once, not on its tick.
+WAKE_CHANNEL = f"{PREFIX}wake"
 INDEX = f"{PREFIX}index"
 ACTIVE_SET = f"{PREFIX}active"
 # A results hash left behind (a late outcome after the batch ended) expires on its own.
@@ -40,6 +43,7 @@ if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 if redis.call('GETBIT', KEYS[2], ARGV[1]) == 1 then return 0 end
 local stored = redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
+if stored == 1 then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return stored
 """
 RENEW_SCRIPT = """
@@ -166,7 +170,8 @@ class BatchStore:
             _key(batch_id, "results"),
             _key(batch_id, "closed"),
         ]
-        return bool(self._record(keys=keys, args=[line, json.dumps(outcome), RESULTS_TTL_S]))
+        args: list[str | int] = [line, json.dumps(outcome), RESULTS_TTL_S, WAKE_CHANNEL, batch_id]
+        return bool(self._record(keys=keys, args=args))
 
     def is_done(self, batch_id: str, line: int) -> bool:
         pipe = self.redis.pipeline(transaction=False)
