@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from queue import Empty
 from typing import Any, cast
 
@@ -107,6 +109,24 @@ class Channel(kombu_redis.Channel):
         # True while a BLMOVE wait, not a fetch, is the command in flight.
         self._waiting = False
         self._resume_at = 0.0
+        self._shared: tuple[Any, Any] | None = None  # (pool, client) of conn_or_acquire
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """A Redis client for a publish or an ack: one per connection pool, not one per call.
+
+        kombu builds a new redis-py client (and its table of reply callbacks) each time,
+        which is a large share of the CPU a small job costs. A redis-py client is safe to
+        share between threads; it is rebuilt when kombu replaces the pool.
+        """
+        if client is not None or self.connection.client is None:
+            with super().conn_or_acquire(client) as own:
+                yield own
+            return
+        pool = self.pool
+        if self._shared is None or self._shared[0] is not pool:
+            self._shared = (pool, self._create_client())
+        yield self._shared[1]
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection.client is None:
