@@ -12,13 +12,16 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench bench-smoke bench-table bench-depth bench-fetch system-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
+.PHONY: help bench bench-smoke bench-table bench-depth bench-fetch system-deps test-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor flower top monitoring logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
 
 system-deps: ## install missing system packages (redis-server, cmake, g++, make, python3-venv) with apt-get
 	@PYTHON='$(PYTHON)' scripts/system-deps
+
+test-deps: system-deps ## also what the test tiers need (prometheus), with apt-get
+	@PYTHON='$(PYTHON)' scripts/system-deps --test
 
 $(BIN)/.installed: pyproject.toml | system-deps
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kc-worker needs Python 3.11 or newer")'
@@ -31,11 +34,11 @@ $(BIN)/.installed: pyproject.toml | system-deps
 venv: $(BIN)/.installed ## create .venv with every dependency
 
 .env:
-	@$(PYTHON) -c 'import secrets, pathlib; t = pathlib.Path(".env.sample").read_text(); pathlib.Path(".env").write_text(t.replace("REDIS_PASSWORD=changeme", "REDIS_PASSWORD=" + secrets.token_urlsafe(24)))'
+	@$(PYTHON) -c 'import secrets, pathlib; t = pathlib.Path(".env.sample").read_text(); pathlib.Path(".env").write_text(t.replace("REDIS_PASSWORD=changeme", "REDIS_PASSWORD=" + secrets.token_urlsafe(24)).replace("GRAFANA_ADMIN_PASSWORD=changeme", "GRAFANA_ADMIN_PASSWORD=" + secrets.token_urlsafe(18)))'
 	@chmod 600 .env
-	@echo "wrote .env from .env.sample with a random REDIS_PASSWORD"
+	@echo "wrote .env from .env.sample with a random REDIS_PASSWORD and GRAFANA_ADMIN_PASSWORD"
 
-env: .env ## create .env from .env.sample (random Redis password)
+env: .env ## create .env from .env.sample (random Redis and Grafana passwords)
 
 $(MODEL):
 	$(PYTHON) scripts/fetch_model.py
@@ -72,6 +75,18 @@ demo: system-deps venv .env model ## the whole path on the default model: stack,
 	$(KCW) demo
 	@echo "The stack is still running: try \`$(KCW) submit chat 'Hello' --wait\` or \`$(KCW) batch list\`; \`make down\` stops it."
 
+flower: venv .env ## Flower, Celery's web monitor, on 127.0.0.1:5555 (FLOWER_PORT); workers started with -E show their tasks
+	@$(BIN)/python -c 'import flower' 2>/dev/null || $(BIN)/pip install -q 'flower>=2.0,<3'
+	$(BIN)/celery -A worker flower --address=127.0.0.1 --port=$(or $(FLOWER_PORT),5555)
+
+top: venv .env ## live view of the queue, workers, LLM server windows and running batches (`kcw top`)
+	$(KCW) top
+
+monitoring: .env ## Prometheus, Grafana (with the kc-worker dashboard) and a Redis exporter, on 127.0.0.1
+	COMPOSE_FILE="$$(sed -n 's/^COMPOSE_FILE=//p' .env | tail -n 1):docker-compose.monitoring.yml" \
+	  docker compose up -d --wait prometheus grafana redis-exporter
+	@echo "Grafana: http://127.0.0.1:$$(sed -n 's/^GRAFANA_PORT=//p' .env | tail -n 1) (admin / GRAFANA_ADMIN_PASSWORD in .env); Prometheus: http://127.0.0.1:$$(sed -n 's/^PROMETHEUS_PORT=//p' .env | tail -n 1)"
+
 doctor: venv .env ## check Redis, the LLM server and the workers
 	$(KCW) doctor
 
@@ -91,13 +106,13 @@ format: venv ## format the code
 test-unit: venv ## unit tests only (no network)
 	$(BIN)/pytest tests/unit -q
 
-test-integration: system-deps venv model models-hf llama-server ## real redis-server, llama.cpp and vLLM servers, real workers
+test-integration: test-deps venv model models-hf llama-server ## real redis-server, llama.cpp and vLLM servers, real workers
 	$(BIN)/pytest tests/integration -v
 
 # The fault tier runs in a random order (modules, and tests within each): no test may
 # lean on another. The seed is printed; rerun one order with RANDOM_ORDER=--random-order-seed=N.
 RANDOM_ORDER ?= --random-order
-test: system-deps venv model models-hf llama-server lint ## lint, then the unit, integration and fault tiers (faults in random order)
+test: test-deps venv model models-hf llama-server lint ## lint, then the unit, integration and fault tiers (faults in random order)
 	$(BIN)/pytest tests/unit tests/integration -v -ra
 	$(BIN)/pytest tests/faults -v -ra $(RANDOM_ORDER)
 

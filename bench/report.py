@@ -252,6 +252,44 @@ def scale(data: JSON) -> list[str]:
     return _table(head, rows)
 
 
+def metrics_cost(data: JSON) -> list[str]:
+    """The pipeline with its Prometheus metrics on (the default) and off, on the instant stub."""
+    backend = data["backends"].get("instant") or {}
+    on, off = (
+        (backend.get("setups") or {}).get("b pipeline [1]"),
+        (backend.get("setups") or {}).get("b metrics off [1]"),
+    )
+    if not on or not off:
+        return []
+    head = ["instant stub server, 1-token jobs", "metrics on", "metrics off", "on/off"]
+    ratio = backend["ratios"]
+    rows = [
+        [
+            "worker CPU ms per job (median)",
+            f"{on['cpu_ms_per_job']['worker']:.2f}",
+            f"{off['cpu_ms_per_job']['worker']:.2f}",
+            _ratio(ratio.get("metrics on/off worker cpu")),
+        ],
+        [
+            "jobs/s: median (95% interval)",
+            _iv(on.get("jobs_per_s"), 0),
+            _iv(off.get("jobs_per_s"), 0),
+            _ratio(ratio.get("metrics on/off jobs")),
+        ],
+    ]
+    for label, row in (backend.get("queue_latency") or {}).items():
+        if "metrics_off_overhead_p50_ms" in row:
+            rows.append(
+                [
+                    f"queue overhead p50, {label}",
+                    f"{row['overhead_p50_ms']:.2f} ms",
+                    f"{row['metrics_off_overhead_p50_ms']:.2f} ms",
+                    f"{row['overhead_p50_ms'] / row['metrics_off_overhead_p50_ms']:.3f}",
+                ]
+            )
+    return _table(head, rows)
+
+
 def render(data: JSON, source: str) -> str:
     """Every table, in README order, with the file they come from."""
     skipped = {k: v["skipped"] for k, v in data["backends"].items() if "skipped" in v}
@@ -263,7 +301,7 @@ def render(data: JSON, source: str) -> str:
         "",
     ]
     lines += [f"{NAMES[k]} was not measured: {why}\n" for k, why in skipped.items()]
-    for part in (throughput, ratios, engine, cpu, latency, interactive, scale):
+    for part in (throughput, ratios, engine, cpu, latency, interactive, scale, metrics_cost):
         lines += part(data)
     return "\n".join(lines).rstrip() + "\n"
 

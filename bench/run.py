@@ -182,12 +182,14 @@ class Bench:
             return start_vllm(self.tmp)
         return start_instant(self.tmp)
 
-    def worker(self, name: str, db: int, module: str = "worker", *extra: str) -> int:
+    def worker(
+        self, name: str, db: int, module: str = "worker", *extra: str, **env_extra: str
+    ) -> int:
         """Start a worker on its own Redis db; returns its pid."""
         app = client_app(self.redis, db)
         rds = self.redis.client(db=db)
         self.stack.callback(app.close)
-        env = {**self.env, "REDIS_DB": str(db)}
+        env = {**self.env, "REDIS_DB": str(db), **env_extra}
         proc = self.stack.enter_context(celery_worker(self.tmp, env, app, name, module, *extra))
         self.apps[name] = (app, rds, proc.pid)
         return proc.pid
@@ -265,7 +267,12 @@ def ratio_rows(phases: list[PhaseResult], repeats: int) -> JSON:
     def rate(setup: str, workload: str, repeat: int, key: str) -> float | None:
         for p in phases:
             if (p.setup, p.workload, p.repeat) == (setup, workload, repeat):
-                value = p.summary()[key]
+                summary = p.summary()
+                value = (
+                    summary["cpu_ms_per_job"].get("worker")
+                    if key == "worker_cpu_ms"
+                    else summary[key]
+                )
                 return float(value) if value is not None else None
         return None
 
@@ -279,6 +286,8 @@ def ratio_rows(phases: list[PhaseResult], repeats: int) -> JSON:
         ("a/d", "a direct", "d plain", "64", "tok_per_s"),
         ("b/a 1-token jobs", "b pipeline", "a direct", "1", "jobs_per_s"),
         ("b/noop jobs", "b pipeline", "noop celery", "1", "jobs_per_s"),
+        ("metrics on/off jobs", "b pipeline", "b metrics off", "1", "jobs_per_s"),
+        ("metrics on/off worker cpu", "b pipeline", "b metrics off", "1", "worker_cpu_ms"),
     ]
     out: JSON = {}
     for name, top, bottom, workload, key in pairs:
@@ -333,6 +342,7 @@ def background_load(url: str, concurrency: int) -> Iterator[None]:
 def latency_pairs(bench: Bench, pairs: int) -> JSON:
     """Client-side latency of one `kcw.chat` job against one direct request, alternating."""
     app = bench.apps["b"][0]
+    off = bench.apps["boff"][0] if "boff" in bench.apps else None
     url = bench.llm.url
     model = served_model(url)
     out: JSON = {}
@@ -349,13 +359,15 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
                 if label == "under load"
                 else nullcontext()
             )
-            bodies = chat_bodies(2 * pairs, 1, f"pairs-{label}")
-            queued, plain = [], []
+            bodies = chat_bodies(3 * pairs, 1, f"pairs-{label}")
+            queued, plain, unmetered = [], [], []
             with load:
                 one_direct(bodies[0])
                 for i in range(pairs):
-                    plain.append(one_direct(bodies[2 * i]))
-                    queued.append(single_latency(app, "kcw.chat", bodies[2 * i + 1]))
+                    plain.append(one_direct(bodies[3 * i]))
+                    queued.append(single_latency(app, "kcw.chat", bodies[3 * i + 1]))
+                    if off is not None:
+                        unmetered.append(single_latency(off, "kcw.chat", bodies[3 * i + 2]))
             diffs = [q - p for q, p in zip(queued, plain, strict=True)]
             out[label] = {
                 "pairs": pairs,
@@ -364,6 +376,15 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
                 "overhead_p50_ms": round(percentile(diffs, 50) * 1000, 3),
                 "overhead_p95_ms": round(percentile(diffs, 95) * 1000, 3),
             }
+            if unmetered:
+                # The same pairs through a worker with WORKER_METRICS_PORT=0, interleaved.
+                off_diffs = [u - p for u, p in zip(unmetered, plain, strict=True)]
+                out[label]["metrics_off_overhead_p50_ms"] = round(
+                    percentile(off_diffs, 50) * 1000, 3
+                )
+                out[label]["metrics_off_overhead_p95_ms"] = round(
+                    percentile(off_diffs, 95) * 1000, 3
+                )
             print(f"  queue overhead {label}: {out[label]}", flush=True)
     return out
 
@@ -550,6 +571,16 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                     "1",
                     threads_b,
                     queued_phase("noop celery", "noop", "bench.noop", "1", 1, one_jobs, threads_b),
+                )
+            )
+            # What the metrics cost: the same pipeline with WORKER_METRICS_PORT=0.
+            bench.worker("boff", 3, WORKER_METRICS_PORT="0")
+            setups.append(
+                (
+                    "boff",
+                    "1",
+                    threads_b,
+                    queued_phase("b metrics off", "boff", "kcw.chat", "1", 1, one_jobs, threads_b),
                 )
             )
 

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 from celery import Task, states
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Retry
 
 from worker import deadline, tracing
+from worker.broker import SENT_AT_HEADER, job_kind
 from worker.errors import (
     JobTimedOut,
     LLMRateLimited,
     LLMRequestRejected,
     LLMResponseInvalid,
     LLMUnavailable,
+)
+from worker.metrics.meter import metered_job
+from worker.metrics.recent import RECENT
+from worker.metrics.series import (
+    JOB_DURATION,
+    JOB_LLM,
+    JOB_QUEUE_WAIT,
+    JOBS_FAILED,
+    JOBS_REDELIVERED,
+    JOBS_RETRIED,
+    JOBS_SKIPPED,
+    JOBS_SUCCEEDED,
 )
 from worker.runtime.process import worker_settings
 
@@ -55,17 +69,43 @@ class LLMTask(Task):  # type: ignore[type-arg]
         request = self.request
         if request.called_directly:
             return super().__call__(*args, **kwargs)
-        if (request.delivery_info or {}).get("redelivered") and self._finished_before():
-            # The worker that ran it died after storing the result but before acknowledging
-            # the message. Running it again would replace a result a client may have read.
-            log.info("job %s was delivered again but already has a result: skipped", request.id)
-            raise Ignore()
+        kind = job_kind(self.name)
+        if (request.delivery_info or {}).get("redelivered"):
+            JOBS_REDELIVERED.labels(kind).inc()
+            if self._finished_before():
+                # The worker that ran it died after storing the result but before
+                # acknowledging the message. Running it again would replace a result a
+                # client may have read.
+                log.info("job %s was delivered again but already has a result: skipped", request.id)
+                JOBS_SKIPPED.labels(kind).inc()
+                raise Ignore()
         settings = worker_settings()
+        started = time.time()
+        sent_at = getattr(request, SENT_AT_HEADER, None)
+        if isinstance(sent_at, int | float) and not request.retries:
+            JOB_QUEUE_WAIT.labels(kind).observe(max(0.0, started - sent_at))
         with (
             deadline.job_deadline(settings.task_soft_time_limit, settings.task_time_limit),
             tracing.running_job(str(request.id)),
+            metered_job(kind) as meter,
         ):
-            return super().__call__(*args, **kwargs)
+            RECENT.started()
+            try:
+                result = super().__call__(*args, **kwargs)
+            except Retry as exc:
+                reason = exc.exc if isinstance(exc.exc, Exception) else exc
+                JOBS_RETRIED.labels(kind, type(reason).__name__).inc()
+                raise
+            except Exception as exc:
+                JOBS_FAILED.labels(kind, type(exc).__name__).inc()
+                raise
+            else:
+                JOBS_SUCCEEDED.labels(kind).inc()
+                return result
+            finally:
+                RECENT.ended()
+                JOB_DURATION.labels(kind).observe(time.time() - started)
+                JOB_LLM.labels(kind).observe(meter.llm_seconds)
 
     def _finished_before(self) -> bool:
         meta = self.backend.get_task_meta(str(self.request.id))

@@ -11,6 +11,8 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
     celeryd_init,
     worker_init,
     worker_process_shutdown,
@@ -18,7 +20,11 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from worker.broker import QUEUE, celery_config
+from worker.broker import QUEUE, celery_config, job_kind
+from worker.metrics.endpoint import serve_metrics
+from worker.metrics.series import declare, watch_servers
+from worker.runtime import control
+from worker.runtime.logs import use_json_logs
 from worker.runtime.process import close_client, worker_settings
 
 __all__ = ["QUEUE", "TASK_MODULES", "app", "celery_config"]
@@ -61,6 +67,23 @@ def _report_pool(**_: Any) -> None:
             "concurrency sized to the LLM servers: %s (set WORKER_CONCURRENCY to fix it)",
             _auto_concurrency["describe"],
         )
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    settings = worker_settings()
+    ours = {name: task for name, task in app.tasks.items() if name.startswith("kcw.")}
+    retried = {e.__name__ for task in ours.values() for e in getattr(task, "autoretry_for", ())}
+    declare([job_kind(name) for name in ours], sorted(retried))
+    watch_servers(control.server_states)
+    serve_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger, **_: Any) -> None:
+    if worker_settings().log_format == "json":
+        use_json_logs(logger)
 
 
 @worker_process_shutdown.connect

@@ -6,13 +6,31 @@ configured here, so they agree on serialization, acknowledgement and timeouts.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+from celery.signals import before_task_publish
 
 from worker.config import WorkerSettings
 
-__all__ = ["QUEUE", "celery_config", "make_app"]
+__all__ = [
+    "QUEUE",
+    "SENT_AT_HEADER",
+    "UNACKED_KEY",
+    "celery_config",
+    "job_kind",
+    "make_app",
+    "queue_keys",
+]
 
 QUEUE = "kcw"
+# kombu's Redis keys: one list per priority level of a queue, and the hash of the messages
+# workers took and have not acknowledged yet.
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+UNACKED_KEY = "unacked"
+# A message header: when the job was sent (epoch seconds), for the worker's queue-wait series.
+SENT_AT_HEADER = "kcw_sent_at"
 # kombu's Redis transport with a fetch that takes a job and records it in one step.
 ATOMIC_FETCH_TRANSPORT = "worker.runtime.reliable_redis:Transport"
 
@@ -74,3 +92,20 @@ def make_app(settings: WorkerSettings, main: str = "kcw-client") -> Any:
     app = Celery(main)
     app.conf.update(celery_config(settings))
     return app
+
+
+def queue_keys(queue: str = QUEUE) -> list[str]:
+    """The Redis lists that hold `queue`'s messages, one per priority level."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+def job_kind(task_name: str) -> str:
+    """The kind label of a task's metrics: `kcw.chat` -> `chat`."""
+    return task_name.removeprefix("kcw.")
+
+
+@before_task_publish.connect
+def _stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Every process that sends jobs stamps them, so a worker can tell how long each waited."""
+    if headers is not None:
+        headers[SENT_AT_HEADER] = time.time()

@@ -100,6 +100,11 @@ class WorkerSettings(_EnvSettings):
     # Worker process.
     worker_concurrency: int = Field(0, ge=0, le=1024, description="0 = sized to the servers")
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    # Prometheus `/metrics` of each worker: the first free port from this one up; 0 = off.
+    worker_metrics_port: int = Field(9810, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    # `json`: one JSON object per log line, with the job id and kind (for log shippers).
+    log_format: Literal["text", "json"] = "text"
 
     # Job behaviour.
     extract_max_attempts: int = Field(3, ge=1, le=10)
@@ -215,6 +220,15 @@ class ComposeSettings(_EnvSettings):
     max_model_len: int = Field(4096, ge=16)
     vllm_extra_args: str = ""
     image_registry: str = ""
+    # The monitoring overlay (docker-compose.monitoring.yml).
+    prometheus_image: str = "prom/prometheus:v2.55.1"
+    grafana_image: str = "grafana/grafana:11.4.0"
+    redis_exporter_image: str = "oliver006/redis_exporter:v1.66.0-alpine"
+    prometheus_port: int = Field(9090, ge=1, le=65535)
+    prometheus_retention: str = "15d"
+    grafana_port: int = Field(3000, ge=1, le=65535)
+    grafana_admin_password: SecretStr = SecretStr("")
+    redis_exporter_port: int = Field(9121, ge=1, le=65535)
 
 
 # OpenAI's limits on one batch input file.

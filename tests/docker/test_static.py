@@ -29,12 +29,27 @@ LAYERINGS = {
     ],
     "vllm": ["docker-compose.yml", "docker-compose.vllm.yml"],
     "vllm+cpu": ["docker-compose.yml", "docker-compose.vllm.yml", "docker-compose.vllm.cpu.yml"],
+    "llamacpp+monitoring": [
+        "docker-compose.yml",
+        "docker-compose.llamacpp.yml",
+        "docker-compose.monitoring.yml",
+    ],
+    "vllm+monitoring": [
+        "docker-compose.yml",
+        "docker-compose.vllm.yml",
+        "docker-compose.monitoring.yml",
+    ],
 }
+MONITORING = ("prometheus", "grafana", "redis-exporter")
 
 
 def compose_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "COMPOSE_FILE"}
-    env.update(REDIS_PASSWORD="static-check-password", **extra)
+    env.update(
+        REDIS_PASSWORD="static-check-password",
+        GRAFANA_ADMIN_PASSWORD="static-check-grafana",
+        **extra,
+    )
     return env
 
 
@@ -78,6 +93,44 @@ def test_compose_config_resolves(layering: str) -> None:
         assert "deploy" not in config["services"]["llm-server"], "a CPU layering reserves no GPU"
     if layering == "vllm+cpu":
         assert config["services"]["llm-server"]["build"]["target"] == "cpu"
+    if layering.endswith("+monitoring"):
+        for name in MONITORING:
+            service = config["services"][name]
+            # The host's network reaches the host's workers; each binds to loopback itself.
+            assert service["network_mode"] == "host" and "ports" not in service
+            assert "@" not in service["image"] and ":" in service["image"].split("/")[-1]
+            assert not service["image"].endswith(":latest"), service["image"]
+        prometheus = config["services"]["prometheus"]
+        assert "--web.listen-address=127.0.0.1:9090" in prometheus["command"]
+        grafana = config["services"]["grafana"]["environment"]
+        assert grafana["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
+        assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == "static-check-grafana"
+
+
+def test_grafana_needs_its_admin_password() -> None:
+    env = compose_env()
+    del env["GRAFANA_ADMIN_PASSWORD"]
+    done = compose_config(LAYERINGS["llamacpp+monitoring"], env)
+    assert done.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in done.stderr
+
+
+def test_monitoring_files_parse_and_every_panel_queries_our_prometheus() -> None:
+    import yaml
+
+    scrape = yaml.safe_load((ROOT / "docker/monitoring/prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in scrape["scrape_configs"]}
+    assert jobs == {"kcw-workers", "kcw-serve", "llm-server", "redis"}
+    dashboard = json.loads(
+        (ROOT / "docker/monitoring/grafana/dashboards/kc-worker.json").read_text()
+    )
+    source = yaml.safe_load(
+        (ROOT / "docker/monitoring/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    uid = source["datasources"][0]["uid"]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
 
 
 def test_redis_password_is_required() -> None:

@@ -69,6 +69,8 @@ TEST_WORKER_SETTINGS = {
     "LLM_RETRY_MAX_WAIT": "2",
     "TASK_RETRY_BACKOFF_MAX": "4",
     "WORKER_CONCURRENCY": "4",
+    # No metrics port per test worker; the metrics tests turn it on for theirs.
+    "WORKER_METRICS_PORT": "0",
 }
 # The bearer key of every `kcw serve` the tests start.
 API_KEY = "test-batch-key-8Gq2"

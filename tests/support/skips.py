@@ -13,8 +13,8 @@ import pytest
 
 __all__ = ["guarded", "report_skips"]
 
-# Tests whose skip means a whole backend or tier went untested.
-GUARDED_MARKS = ("vllm", "tests/docker/")
+# Tests whose skip means a whole backend, tier or real part (Prometheus) went untested.
+GUARDED_MARKS = ("vllm", "tests/docker/", "prometheus")
 
 
 def guarded(nodeid: str) -> bool:

@@ -14,6 +14,7 @@ from worker.api import batch_routes, file_routes
 from worker.api.auth import require_key
 from worker.api.deps import Services
 from worker.api.error_bodies import error_response, install_error_handlers
+from worker.api.metrics import render, serve_registry
 from worker.batches.files import FileStore
 from worker.batches.store import BatchStore
 from worker.config import ApiSettings
@@ -86,5 +87,13 @@ def create_app(settings: ApiSettings, *, run_batches: bool = True) -> FastAPI:
         except redis.RedisError as exc:
             return JSONResponse({"status": "error", "redis": str(exc)}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    registry = serve_registry(services.batches)
+
+    @app.get("/metrics", tags=["health"])
+    def metrics() -> Response:
+        """Prometheus metrics: queue depth, jobs running, unfinished batches (no key needed)."""
+        body, content_type = render(registry)
+        return Response(body, media_type=content_type)
 
     return app

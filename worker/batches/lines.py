@@ -23,6 +23,7 @@ from worker.errors import (
     ModelNotFound,
 )
 from worker.jobs.kind import SHOWN_OUTPUT_CHARS, JobContext
+from worker.metrics.series import BATCH_LINES
 
 __all__ = ["failure", "run_line"]
 
@@ -59,8 +60,10 @@ def run_line(store: BatchStore, ctx: JobContext, message: JSON, final_attempt: b
     if status != "in_progress":
         if status == "cancelling":
             store.record(batch_id, line, {"skipped": status})
+        BATCH_LINES.labels("skipped").inc()
         return f"skipped (batch {status or 'gone'})"
     if store.is_done(batch_id, line):
+        BATCH_LINES.labels("skipped").inc()
         return "skipped (already done)"
     try:
         outcome = execute(ctx, str(message["url"]), message["body"])
@@ -73,4 +76,8 @@ def run_line(store: BatchStore, ctx: JobContext, message: JSON, final_attempt: b
             log.warning("batch %s line %d failed: %r", batch_id, line, exc)
         outcome = failure(exc)
     stored = store.record(batch_id, line, outcome)
-    return "done" if stored else "done (an outcome was already stored)"
+    if not stored:
+        BATCH_LINES.labels("duplicate").inc()
+        return "done (an outcome was already stored)"
+    BATCH_LINES.labels("failed" if "error" in outcome else "succeeded").inc()
+    return "done"

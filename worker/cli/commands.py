@@ -13,8 +13,9 @@ from typing import TextIO
 
 from worker.cli import exit_codes
 from worker.cli.batch import batch, serve
-from worker.cli.output import print_checks, show_job, wait_visibly
+from worker.cli.output import print_checks, require_redis, show_job, wait_visibly
 from worker.cli.payloads import build_payload
+from worker.cli.top import top
 from worker.client import JobClient
 from worker.config import Settings
 from worker.ops.health import (
@@ -28,14 +29,6 @@ from worker.ops.health import (
 __all__ = ["COMMANDS", "Command"]
 
 Command = Callable[[argparse.Namespace, Settings, TextIO, TextIO], int]
-
-
-def require_redis(settings: Settings, err: TextIO) -> bool:
-    """Check Redis before Celery would retry against it for a long while."""
-    check = check_redis(settings)
-    if not check.ok:
-        print_checks([check], err)
-    return check.ok
 
 
 def doctor(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
@@ -131,4 +124,5 @@ COMMANDS: dict[str, Command] = {
     "demo": demo,
     "serve": serve,
     "batch": batch,
+    "top": top,
 }

@@ -7,9 +7,10 @@ from typing import Any, TextIO
 
 from worker.cli import exit_codes
 from worker.client import UNFINISHED, Job
-from worker.ops.health import Check
+from worker.config import WorkerSettings
+from worker.ops.health import Check, check_redis
 
-__all__ = ["print_checks", "show_job", "wait_visibly"]
+__all__ = ["print_checks", "require_redis", "show_job", "wait_visibly"]
 
 SPINNER = "|/-\\"
 MARKS = {"ok": "[ok]  ", "wait": "[wait]", "fail": "[FAIL]"}
@@ -46,6 +47,14 @@ class _LiveLine:
     def clear(self) -> None:
         if self.live:
             self.err.write("\r" + " " * self.width + "\r")
+
+
+def require_redis(settings: WorkerSettings, err: TextIO) -> bool:
+    """Check Redis before Celery would retry against it for a long while."""
+    check = check_redis(settings)
+    if not check.ok:
+        print_checks([check], err)
+    return check.ok
 
 
 def wait_visibly(job: Job, timeout: float, err: TextIO) -> None:

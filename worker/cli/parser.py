@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from worker.cli.batch import add_batch_parsers
+from worker.cli.top import add_top_parser
 from worker.jobs import registry
 
 __all__ = ["build_parser", "parse_args"]
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--dir", default="models/hf", help="where to put it (default models/hf)")
 
     add_batch_parsers(sub)
+    add_top_parser(sub)
 
     demo = sub.add_parser(
         "demo",

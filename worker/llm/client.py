@@ -24,6 +24,7 @@ from worker.llm.backends import PROFILES, BackendName
 from worker.llm.discovery import fetch_info, get_json
 from worker.llm.http_errors import error_from_response, translate_error
 from worker.llm.limits import AdaptiveLimit, window_for_slots
+from worker.llm.observed import count_failure, count_success
 from worker.llm.parsing import parse_completion, parse_vllm_metrics, pooled
 from worker.llm.passthrough import RawReply, post_raw
 from worker.llm.retrying import call_retrying
@@ -100,7 +101,9 @@ class LLMClient:
         try:
             yield
         except Exception as exc:
-            raise translate_error(exc, url, self.settings.llm_timeout) from exc
+            error = translate_error(exc, url, self.settings.llm_timeout)
+            count_failure(url, error)
+            raise error from exc
 
     def _call(self, fn: Callable[[Endpoint, ServerInfo], T], *, limited: bool = True) -> T:
         """Run `fn` on a chosen server and what it serves, moving on when a server is down.
@@ -121,6 +124,7 @@ class LLMClient:
                     with self._boundary(endpoint.url):
                         result = fn(endpoint, self.ensure_info(endpoint))
                     outcome = "ok"
+                    count_success(endpoint.url, result)
                     return result
                 except LLMServerDown:
                     outcome = "down"

@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 # Keys a worker reads; a test or bench environment drops the caller's own before setting them.
-WORKER_ENV_PREFIXES = ("REDIS_", "LLM_", "TASK_", "WORKER_", "EXTRACT_", "SUMMARY_")
+WORKER_ENV_PREFIXES = ("REDIS_", "LLM_", "TASK_", "WORKER_", "EXTRACT_", "SUMMARY_", "LOG_")
 
 
 def celery_bin() -> str:

@@ -13,7 +13,9 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
+from worker.broker import job_kind
 from worker.errors import InvalidJobInput
+from worker.metrics.series import JOBS_FAILED
 
 __all__ = ["JobConsumer"]
 
@@ -37,6 +39,7 @@ class JobConsumer(Consumer):
         if not isinstance(job_id, str):
             return
         error = InvalidJobInput(f"Invalid input for {task}: {why[:500]}")
+        JOBS_FAILED.labels(job_kind(str(task)), type(error).__name__).inc()
         try:
             self.app.backend.mark_as_failure(job_id, error)
         except Exception:  # the log line above already reports the message
