@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from celery import Task, states
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Retry, TaskPredicate
 
 from worker import deadline, tracing
 from worker.broker import SENT_AT_HEADER, job_kind
@@ -96,6 +96,8 @@ class LLMTask(Task):  # type: ignore[type-arg]
                 reason = exc.exc if isinstance(exc.exc, Exception) else exc
                 JOBS_RETRIED.labels(kind, type(reason).__name__).inc()
                 raise
+            except TaskPredicate:
+                raise  # replaced by a chord (summarize), or ignored: the job goes on elsewhere
             except Exception as exc:
                 JOBS_FAILED.labels(kind, type(exc).__name__).inc()
                 raise
