@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from typing import Any
 
 from celery import Task, states
@@ -20,17 +19,7 @@ from worker.errors import (
     LLMUnavailable,
 )
 from worker.metrics.meter import metered_job
-from worker.metrics.recent import RECENT
-from worker.metrics.series import (
-    JOB_DURATION,
-    JOB_LLM,
-    JOB_QUEUE_WAIT,
-    JOBS_FAILED,
-    JOBS_REDELIVERED,
-    JOBS_RETRIED,
-    JOBS_SKIPPED,
-    JOBS_SUCCEEDED,
-)
+from worker.metrics.series import JOBS_REDELIVERED, JOBS_SKIPPED, SWITCH
 from worker.runtime.process import worker_settings
 
 __all__ = ["LLMTask", "equal_jitter"]
@@ -71,43 +60,37 @@ class LLMTask(Task):  # type: ignore[type-arg]
             return super().__call__(*args, **kwargs)
         kind = job_kind(self.name)
         if (request.delivery_info or {}).get("redelivered"):
-            JOBS_REDELIVERED.labels(kind).inc()
+            if SWITCH.on:
+                JOBS_REDELIVERED.labels(kind).inc()
             if self._finished_before():
                 # The worker that ran it died after storing the result but before
                 # acknowledging the message. Running it again would replace a result a
                 # client may have read.
                 log.info("job %s was delivered again but already has a result: skipped", request.id)
-                JOBS_SKIPPED.labels(kind).inc()
+                if SWITCH.on:
+                    JOBS_SKIPPED.labels(kind).inc()
                 raise Ignore()
         settings = worker_settings()
-        started = time.time()
-        sent_at = getattr(request, SENT_AT_HEADER, None)
-        if isinstance(sent_at, int | float) and not request.retries:
-            JOB_QUEUE_WAIT.labels(kind).observe(max(0.0, started - sent_at))
+        stamp = getattr(request, SENT_AT_HEADER, None)
+        # The queue wait of the first run only: a retry waited for its countdown.
+        sent_at = float(stamp) if isinstance(stamp, int | float) and not request.retries else None
         with (
             deadline.job_deadline(settings.task_soft_time_limit, settings.task_time_limit),
             tracing.running_job(str(request.id)),
-            metered_job(kind) as meter,
+            metered_job(kind, sent_at) as meter,
         ):
-            RECENT.started()
             try:
                 result = super().__call__(*args, **kwargs)
             except Retry as exc:
-                reason = exc.exc if isinstance(exc.exc, Exception) else exc
-                JOBS_RETRIED.labels(kind, type(reason).__name__).inc()
+                meter.retried(exc.exc if isinstance(exc.exc, Exception) else exc)
                 raise
             except TaskPredicate:
                 raise  # replaced by a chord (summarize), or ignored: the job goes on elsewhere
             except Exception as exc:
-                JOBS_FAILED.labels(kind, type(exc).__name__).inc()
+                meter.failed(exc)
                 raise
-            else:
-                JOBS_SUCCEEDED.labels(kind).inc()
-                return result
-            finally:
-                RECENT.ended()
-                JOB_DURATION.labels(kind).observe(time.time() - started)
-                JOB_LLM.labels(kind).observe(meter.llm_seconds)
+            meter.succeeded()
+            return result
 
     def _finished_before(self) -> bool:
         meta = self.backend.get_task_meta(str(self.request.id))

@@ -22,7 +22,7 @@ from celery.signals import (
 
 from worker.broker import QUEUE, celery_config, job_kind
 from worker.metrics.endpoint import serve_metrics
-from worker.metrics.series import declare, watch_servers
+from worker.metrics.series import declare, record_metrics, watch_servers
 from worker.runtime import control
 from worker.runtime.logs import use_json_logs
 from worker.runtime.process import close_client, worker_settings
@@ -69,9 +69,17 @@ def _report_pool(**_: Any) -> None:
         )
 
 
+@worker_init.connect
+def _metrics_switch(**_: Any) -> None:
+    # Before the pool forks, so prefork children inherit it: WORKER_METRICS_PORT=0 records none.
+    record_metrics(worker_settings().worker_metrics_port != 0)
+
+
 @worker_ready.connect
 def _serve_metrics(**_: Any) -> None:
     settings = worker_settings()
+    if settings.worker_metrics_port == 0:
+        return
     ours = {name: task for name, task in app.tasks.items() if name.startswith("kcw.")}
     retried = {e.__name__ for task in ours.values() for e in getattr(task, "autoretry_for", ())}
     declare([job_kind(name) for name in ours], sorted(retried))

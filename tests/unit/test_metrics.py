@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import socket
+import time
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from worker.llm.types import Completion, Usage
 from worker.metrics.endpoint import serve_metrics
 from worker.metrics.meter import metered_job
 from worker.metrics.recent import RecentJobs
-from worker.metrics.series import declare
+from worker.metrics.series import declare, record_metrics
 from worker.ops.top import batch_progress
 from worker.runtime.logs import JsonFormatter
 
@@ -153,3 +154,30 @@ def test_metrics_are_off_at_port_zero_and_take_the_next_free_port() -> None:
         taken = serve_metrics("127.0.0.1", port)
     assert taken is not None and taken > port
     assert "kcw_jobs_succeeded_total" in httpx.get(f"http://127.0.0.1:{taken}/metrics").text
+
+
+def test_a_job_is_counted_by_outcome_and_timed() -> None:
+    before = sample("kcw_job_duration_seconds_count", kind="meter")
+    with metered_job("meter", sent_at=time.time() - 2) as meter:
+        meter.failed(ValueError("x"))
+    with metered_job("meter") as meter:
+        meter.succeeded()
+    assert sample("kcw_jobs_failed_total", kind="meter", error="ValueError") == 1
+    assert sample("kcw_jobs_succeeded_total", kind="meter") == 1
+    assert sample("kcw_job_duration_seconds_count", kind="meter") - before == 2
+    assert sample("kcw_job_queue_wait_seconds_sum", kind="meter") >= 2
+    assert sample("kcw_job_queue_wait_seconds_count", kind="meter") == 1
+
+
+def test_with_metrics_off_nothing_is_recorded_but_the_meter_still_runs() -> None:
+    record_metrics(False)
+    try:
+        with metered_job("switched") as meter:
+            count_success("http://off:1", Completion("x", "stop", "m3", Usage(5, 5, 0.5)))
+            meter.succeeded()
+    finally:
+        record_metrics(True)
+    assert meter.llm_seconds == 0.5
+    assert sample("kcw_jobs_succeeded_total", kind="switched") == 0
+    assert sample("kcw_prompt_tokens_total", kind="switched", model="m3") == 0
+    assert sample("kcw_llm_requests_total", server="http://off:1", status="2xx") == 0

@@ -26,8 +26,10 @@ __all__ = [
     "JOB_QUEUE_WAIT",
     "LLM_REQUESTS",
     "PROMPT_TOKENS",
+    "SWITCH",
     "ServerState",
     "declare",
+    "record_metrics",
     "watch_servers",
 ]
 
@@ -76,6 +78,20 @@ LLM_REQUESTS = Counter(
 BATCH_LINES = Counter(
     "kcw_batch_lines", "Batch API lines run by the workers, by outcome.", ["outcome"]
 )
+
+
+class _Switch:
+    """Whether this process records its series: off with WORKER_METRICS_PORT=0."""
+
+    on = True
+
+
+SWITCH = _Switch()
+
+
+def record_metrics(on: bool) -> None:
+    """Turn recording on or off for this process (its forks inherit the choice)."""
+    SWITCH.on = on
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from celery.worker.consumer import Consumer
 
 from worker.broker import job_kind
 from worker.errors import InvalidJobInput
-from worker.metrics.series import JOBS_FAILED
+from worker.metrics.series import JOBS_FAILED, SWITCH
 
 __all__ = ["JobConsumer"]
 
@@ -39,7 +39,8 @@ class JobConsumer(Consumer):
         if not isinstance(job_id, str):
             return
         error = InvalidJobInput(f"Invalid input for {task}: {why[:500]}")
-        JOBS_FAILED.labels(job_kind(str(task)), type(error).__name__).inc()
+        if SWITCH.on:
+            JOBS_FAILED.labels(job_kind(str(task)), type(error).__name__).inc()
         try:
             self.app.backend.mark_as_failure(job_id, error)
         except Exception:  # the log line above already reports the message
