@@ -295,9 +295,14 @@ def render(data: JSON, source: str) -> str:
     skipped = {k: v["skipped"] for k, v in data["backends"].items() if "skipped" in v}
     data = {**data, "backends": {k: v for k, v in data["backends"].items() if k not in skipped}}
     info = data["machine"]
+    commits = {k: v.get("commit") for k, v in data["backends"].items()}
+    if commits and all(commits.values()):
+        where = "commits " + ", ".join(f"{c} ({NAMES[k]})" for k, c in commits.items())
+    else:
+        where = f"commit {info['commit']}"
     lines = [
         f"Measured with `make bench` on {info['cpu']} ({info['cores']} cores), "
-        f"{data['date']}, commit {info['commit']}; from `{source}`.",
+        f"{data['date']}, {where}; from `{source}`.",
         "",
     ]
     lines += [f"{NAMES[k]} was not measured: {why}\n" for k, why in skipped.items()]

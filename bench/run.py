@@ -135,6 +135,14 @@ def machine() -> JSON:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "worker", "tasks", "bench"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    if changed:
+        commit += "+changes"  # the code measured is not exactly the commit
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -706,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         write_results(out, args.backend, info, {"skipped": str(exc)}, day)
         return 0
     figures["duration_s"] = round(time.time() - started, 1)
+    figures["commit"] = info["commit"]  # each backend's own; `machine` has the last run's
     write_results(out, args.backend, info, figures, day)
     print(json.dumps(figures["ratios"], indent=1))
     print(f"wrote {out}")

