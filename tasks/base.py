@@ -19,7 +19,7 @@ from worker.errors import (
     LLMUnavailable,
 )
 from worker.metrics.meter import metered_job
-from worker.metrics.series import JOBS_REDELIVERED, JOBS_SKIPPED, SWITCH
+from worker.metrics.series import JOBS_REDELIVERED, JOBS_SKIPPED, count
 from worker.runtime.process import worker_settings
 
 __all__ = ["LLMTask", "equal_jitter"]
@@ -60,15 +60,13 @@ class LLMTask(Task):  # type: ignore[type-arg]
             return super().__call__(*args, **kwargs)
         kind = job_kind(self.name)
         if (request.delivery_info or {}).get("redelivered"):
-            if SWITCH.on:
-                JOBS_REDELIVERED.labels(kind).inc()
+            count(JOBS_REDELIVERED, kind)
             if self._finished_before():
                 # The worker that ran it died after storing the result but before
                 # acknowledging the message. Running it again would replace a result a
                 # client may have read.
                 log.info("job %s was delivered again but already has a result: skipped", request.id)
-                if SWITCH.on:
-                    JOBS_SKIPPED.labels(kind).inc()
+                count(JOBS_SKIPPED, kind)
                 raise Ignore()
         settings = worker_settings()
         stamp = getattr(request, SENT_AT_HEADER, None)

@@ -16,10 +16,10 @@ from worker.config import WorkerSettings
 __all__ = [
     "QUEUE",
     "SENT_AT_HEADER",
-    "UNACKED_KEY",
     "celery_config",
     "job_kind",
     "make_app",
+    "queue_depth",
     "queue_keys",
 ]
 
@@ -97,6 +97,16 @@ def make_app(settings: WorkerSettings, main: str = "kcw-client") -> Any:
 def queue_keys(queue: str = QUEUE) -> list[str]:
     """The Redis lists that hold `queue`'s messages, one per priority level."""
     return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+def queue_depth(client: Any, queue: str = QUEUE) -> tuple[int, int]:
+    """Jobs waiting in `queue` (every priority list), and jobs workers took and hold."""
+    pipe = client.pipeline(transaction=False)
+    for key in queue_keys(queue):
+        pipe.llen(key)
+    pipe.hlen(UNACKED_KEY)
+    *lengths, unacked = pipe.execute()
+    return int(sum(lengths)), int(unacked)
 
 
 def job_kind(task_name: str) -> str:

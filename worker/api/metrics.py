@@ -19,10 +19,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.batches.records import BatchRecord
 from worker.batches.store import BatchStore
-from worker.broker import QUEUE, UNACKED_KEY, queue_keys
-from worker.errors import NotFound
+from worker.broker import QUEUE, queue_depth
 
 __all__ = ["ServeCollector", "render", "serve_registry"]
 
@@ -48,26 +46,18 @@ class ServeCollector(Collector):
         yield from figures
 
     def _read(self) -> list[Metric]:
-        pipe = self.store.redis.pipeline(transaction=False)
-        for key in queue_keys():
-            pipe.llen(key)
-        pipe.hlen(UNACKED_KEY)
-        *lengths, unacked = pipe.execute()
+        waiting, unacked = queue_depth(self.store.redis)
         queue = GaugeMetricFamily(
             "kcw_queue_length", "Jobs waiting in the Redis queue.", labels=["queue"]
         )
-        queue.add_metric([QUEUE], float(sum(lengths)))
+        queue.add_metric([QUEUE], float(waiting))
         held = GaugeMetricFamily(
             "kcw_jobs_unacked", "Jobs taken by a worker and not yet acknowledged (running)."
         )
         held.add_metric([], float(unacked))
         statuses: Counter[str] = Counter()
         lines: Counter[str] = Counter()
-        for batch_id in self.store.active_ids():
-            try:
-                record: BatchRecord = self.store.get(batch_id)
-            except NotFound:
-                continue
+        for record in self.store.active_records():
             statuses[record.status] += 1
             counts = record.request_counts
             lines["total"] += counts.total

@@ -23,7 +23,7 @@ from worker.errors import (
     ModelNotFound,
 )
 from worker.jobs.kind import SHOWN_OUTPUT_CHARS, JobContext
-from worker.metrics.series import BATCH_LINES, SWITCH
+from worker.metrics.series import BATCH_LINES, count
 
 __all__ = ["failure", "run_line"]
 
@@ -53,11 +53,6 @@ def failure(exc: Exception) -> JSON:
     return {"status_code": status, "error": error}
 
 
-def _count_line(outcome: str) -> None:
-    if SWITCH.on:
-        BATCH_LINES.labels(outcome).inc()
-
-
 def run_line(store: BatchStore, ctx: JobContext, message: JSON, final_attempt: bool) -> str:
     """Run one line if its batch still wants it; returns what happened, for the log."""
     batch_id, line = str(message["batch_id"]), int(message["line"])
@@ -65,10 +60,10 @@ def run_line(store: BatchStore, ctx: JobContext, message: JSON, final_attempt: b
     if status != "in_progress":
         if status == "cancelling":
             store.record(batch_id, line, {"skipped": status})
-        _count_line("skipped")
+        count(BATCH_LINES, "skipped")
         return f"skipped (batch {status or 'gone'})"
     if store.is_done(batch_id, line):
-        _count_line("skipped")
+        count(BATCH_LINES, "skipped")
         return "skipped (already done)"
     try:
         outcome = execute(ctx, str(message["url"]), message["body"])
@@ -82,7 +77,7 @@ def run_line(store: BatchStore, ctx: JobContext, message: JSON, final_attempt: b
         outcome = failure(exc)
     stored = store.record(batch_id, line, outcome)
     if not stored:
-        _count_line("duplicate")
+        count(BATCH_LINES, "duplicate")
         return "done (an outcome was already stored)"
-    _count_line("failed" if "error" in outcome else "succeeded")
+    count(BATCH_LINES, "failed" if "error" in outcome else "succeeded")
     return "done"

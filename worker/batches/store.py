@@ -143,6 +143,16 @@ class BatchStore:
     def active_ids(self) -> list[str]:
         return sorted(raw.decode() for raw in self.redis.smembers(ACTIVE_SET))
 
+    def active_records(self) -> list[BatchRecord]:
+        """The unfinished batches; one deleted meanwhile is left out."""
+        records = []
+        for batch_id in self.active_ids():
+            try:
+                records.append(self.get(batch_id))
+            except NotFound:
+                continue
+        return records
+
     # ---- Which `kcw serve` feeds a batch -------------------------------------------------
     def acquire(self, batch_id: str, token: str, ttl_ms: int) -> bool:
         return bool(self.redis.set(_key(batch_id, "lock"), token, nx=True, px=ttl_ms))

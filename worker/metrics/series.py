@@ -28,6 +28,7 @@ __all__ = [
     "PROMPT_TOKENS",
     "SWITCH",
     "ServerState",
+    "count",
     "declare",
     "record_metrics",
     "watch_servers",
@@ -87,6 +88,12 @@ class _Switch:
 
 
 SWITCH = _Switch()
+
+
+def count(counter: Counter, *labels: str) -> None:
+    """Add one to `counter`'s series of `labels`, unless this process records no metrics."""
+    if SWITCH.on:
+        counter.labels(*labels).inc()
 
 
 def record_metrics(on: bool) -> None:

@@ -14,9 +14,8 @@ import redis
 
 from worker.batches.records import BatchRecord
 from worker.batches.store import BatchStore
-from worker.broker import QUEUE, UNACKED_KEY, make_app, queue_keys
+from worker.broker import QUEUE, make_app, queue_depth
 from worker.config import WorkerSettings
-from worker.errors import NotFound
 from worker.ops.health import redis_client
 from worker.runtime.control import STATS_COMMAND
 
@@ -44,12 +43,8 @@ def snapshot(settings: WorkerSettings, timeout: float = 1.0) -> JSON:
 
 
 def _queue(client: redis.Redis) -> JSON:
-    pipe = client.pipeline(transaction=False)
-    for key in queue_keys():
-        pipe.llen(key)
-    pipe.hlen(UNACKED_KEY)
-    *lengths, unacked = pipe.execute()
-    return {"name": QUEUE, "waiting": int(sum(lengths)), "unacked": int(unacked)}
+    waiting, unacked = queue_depth(client)
+    return {"name": QUEUE, "waiting": waiting, "unacked": unacked}
 
 
 def _workers(settings: WorkerSettings, timeout: float) -> list[JSON]:
@@ -81,14 +76,8 @@ def _servers(workers: list[JSON]) -> list[JSON]:
 
 
 def _batches(store: BatchStore) -> list[JSON]:
-    rows = []
-    for batch_id in store.active_ids():
-        try:
-            record = store.get(batch_id)
-        except NotFound:
-            continue
-        rows.append(batch_progress(record, time.time()))
-    return rows
+    now = time.time()
+    return [batch_progress(record, now) for record in store.active_records()]
 
 
 def batch_progress(record: BatchRecord, now: float) -> JSON:

@@ -15,7 +15,7 @@ from celery.worker.consumer import Consumer
 
 from worker.broker import job_kind
 from worker.errors import InvalidJobInput
-from worker.metrics.series import JOBS_FAILED, SWITCH
+from worker.metrics.series import JOBS_FAILED, count
 
 __all__ = ["JobConsumer"]
 
@@ -39,8 +39,7 @@ class JobConsumer(Consumer):
         if not isinstance(job_id, str):
             return
         error = InvalidJobInput(f"Invalid input for {task}: {why[:500]}")
-        if SWITCH.on:
-            JOBS_FAILED.labels(job_kind(str(task)), type(error).__name__).inc()
+        count(JOBS_FAILED, job_kind(str(task)), type(error).__name__)
         try:
             self.app.backend.mark_as_failure(job_id, error)
         except Exception:  # the log line above already reports the message

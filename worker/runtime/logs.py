@@ -13,6 +13,8 @@ from typing import Any
 
 from celery._state import get_current_task
 
+from worker.broker import job_kind
+
 __all__ = ["JsonFormatter", "use_json_logs"]
 
 
@@ -31,7 +33,7 @@ class JsonFormatter(logging.Formatter):
         task = get_current_task()
         if task is not None and task.request.id:
             entry["job_id"] = task.request.id
-            entry["kind"] = str(task.name).removeprefix("kcw.")
+            entry["kind"] = job_kind(str(task.name))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
