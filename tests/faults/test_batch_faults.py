@@ -97,7 +97,7 @@ def wait_for_end(client: openai.OpenAI, batch_id: str, worker: Worker | None = N
     since = time.monotonic()
     while True:
         if worker is not None:
-            assert worker.alive(), f"the worker exited:\n{worker.output()[-2500:]}"
+            assert worker.alive(), f"the worker exited; {worker.tail()}"
         batch = client.batches.retrieve(batch_id)
         if batch.status not in (*RUNNING, "finalizing", "cancelling"):
             return batch

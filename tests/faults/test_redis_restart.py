@@ -87,7 +87,7 @@ def test_redis_restart_mid_run(
                 seconds=round(waited, 1),
             )
         )
-        assert worker.alive(), "the worker reconnects by itself"
+        assert worker.alive(), f"the worker should reconnect by itself; {worker.tail()}"
         assert row.duplicated == 0, row
         if appendonly:
             assert lost == set(), row
@@ -124,7 +124,7 @@ def test_redis_kill_9_with_appendfsync_everysec_loses_nothing(
                 seconds=round(waited, 1),
             )
         )
-        assert worker.alive(), "the worker reconnects by itself"
+        assert worker.alive(), f"the worker should reconnect by itself; {worker.tail()}"
         assert ledger.lost_ids() == set(), row
         assert row.duplicated == 0 and row.completed == JOBS, row
         kept = {i for i, meta in ledger.metas(fresh=True).items() if meta["status"] == "SUCCESS"}

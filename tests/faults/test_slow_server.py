@@ -78,6 +78,6 @@ def test_a_job_that_never_gets_an_answer_stops_at_its_time_limit(
             assert set(ledger.errors()) == {"JobTimedOut"}
             assert all("TASK_TIME_LIMIT=12s" in message for message in ledger.messages())
             assert took < 30, f"the time limit should stop each job near 10 s, took {took:.0f} s"
-            assert worker.alive()
+            assert worker.alive(), worker.tail()
     finally:
         proxy.stop()

@@ -11,6 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.support.processes import LLMServer, RedisServer, Worker
 from worker.runtime.reliable_redis import FETCH_SCRIPT, Transport
 
@@ -132,3 +134,20 @@ def test_a_queued_message_that_is_not_a_task_is_dropped_and_the_worker_goes_on(
     assert worker.alive()
     assert "dropped a message from Redis that is not a task message" in worker.output()
     assert client.hget("unacked", "odd") is None
+
+
+def test_an_ack_on_a_channel_closed_under_it_is_a_connection_error(
+    celery_app: Any,
+) -> None:
+    """A job that ends after Redis went away acks on a closed channel: kombu's connection
+    error (which Celery recovers from by reconnecting), not an AttributeError that stops
+    the worker."""
+    with celery_app.connection_for_read() as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as client:
+            assert client.ping()
+        channel.close()  # as kombu does when the connection to Redis is lost
+        assert channel.connection is None
+
+        with pytest.raises(tuple(connection.connection_errors)):
+            channel.qos.ack("a-delivery-tag")

@@ -74,13 +74,17 @@ class Worker:
 
     proc: Popen[bytes]
     log: Path
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def tail(self, chars: int = 4000) -> str:
+        """The end of the log: what to show when the worker stopped unexpectedly."""
+        return f"{self.log}:\n{self.output()[-chars:]}"
 
 
 def start_worker(tmp: Path, env: Mapping[str, str], name: str, timeout: float = 60) -> Worker:

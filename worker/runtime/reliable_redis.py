@@ -119,7 +119,7 @@ class Channel(kombu_redis.Channel):
         which is a large share of the CPU a small job costs. A redis-py client is safe to
         share between threads; it is rebuilt when kombu replaces the pool.
         """
-        if client is not None or self.connection.client is None:
+        if client is not None or self._closed():
             with super().conn_or_acquire(client) as own:
                 yield own
             return
@@ -128,10 +128,15 @@ class Channel(kombu_redis.Channel):
             self._shared = (pool, self._create_client())
         yield self._shared[1]
 
+    def _closed(self) -> bool:
+        """True once the broker connection was closed under this channel."""
+        return self.connection is None or self.connection.client is None
+
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
-        if self.connection.client is None:
+        if self._closed():
             # The broker connection was closed under this channel (Redis went away while
-            # jobs ran). Restoring or acknowledging on it then needs a new Redis client, and
+            # jobs ran), or the channel itself was (kombu then sets its `connection` to
+            # None). Restoring or acknowledging on it then needs a new Redis client, and
             # kombu would fail with an AttributeError that stops the worker. A connection
             # error instead is one Celery recovers from: it reconnects, and the messages
             # stay in `unacked` for the visibility timeout to bring back.
