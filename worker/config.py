@@ -207,6 +207,7 @@ class ComposeSettings(_EnvSettings):
     worker_network: str = "worker-network"
     redis_maxmemory: str = "0"
     llamacpp_cmake_args: str = ""
+    llamacpp_prebuilt_image: str = ""
     llm_start_period: str = "180s"
     nvidia_gpu_count: str = "all"
     rocm_video_group: str = "video"
