@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from celery.signals import before_task_publish
+from redis.exceptions import OutOfMemoryError
 
 from worker.config import WorkerSettings
 
@@ -20,7 +21,9 @@ __all__ = [
     "job_kind",
     "make_app",
     "queue_depth",
+    "queue_full_message",
     "queue_keys",
+    "refused_for_memory",
 ]
 
 QUEUE = "kcw"
@@ -119,3 +122,22 @@ def _stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Every process that sends jobs stamps them, so a worker can tell how long each waited."""
     if headers is not None:
         headers[SENT_AT_HEADER] = time.time()
+
+
+def queue_full_message(exc: Exception) -> str:
+    """What to tell a submitter whose job Redis refused for memory (maxmemory, noeviction)."""
+    return (
+        f"Redis refused the job: it is full ({exc}). Nothing already queued is lost "
+        "(noeviction). Let the workers drain the queue, or raise REDIS_MEMORY_LIMIT in .env "
+        "(REDIS_MAXMEMORY=auto follows it) or REDIS_MAXMEMORY itself"
+    )
+
+
+def refused_for_memory(exc: BaseException) -> bool:
+    """True when Redis refused a write for memory: redis-py's error, or kombu's wrapping of it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OutOfMemoryError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

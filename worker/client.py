@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.broker import make_app
+from worker.broker import make_app, queue_full_message, refused_for_memory
 from worker.config import WorkerSettings
-from worker.errors import JobWaitTimedOut, KcwError, LLMError
+from worker.errors import JobWaitTimedOut, KcwError, LLMError, QueueFull
 from worker.jobs import registry
 from worker.jobs.kind import task_name
 
@@ -158,7 +158,12 @@ class JobClient:
 
     def send(self, name: str, payload: Any, *, kind: str | None = None) -> Job:
         """Queue a payload under any task name, registered or not (the wire format)."""
-        return Job(self.app.send_task(name, args=[payload]), kind)
+        try:
+            return Job(self.app.send_task(name, args=[payload]), kind)
+        except Exception as exc:
+            if refused_for_memory(exc):
+                raise QueueFull(queue_full_message(exc)) from None
+            raise
 
     def job(self, job_id: str) -> Job:
         """The job with this id (PENDING when unknown, queued, or expired)."""

@@ -15,6 +15,7 @@ the class for its audience and receives it explicitly:
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -165,12 +166,21 @@ class WorkerSettings(_EnvSettings):
         return self.task_time_limit + self.task_retry_backoff_max + VISIBILITY_MARGIN_S
 
 
+# What redis-server reads as a memory size (bytes, or k/kb/m/mb/g/gb), or auto.
+REDIS_SIZE = re.compile(r"auto|\d+(?:[kmg]b?|b)?", re.IGNORECASE)
+
+
 class StackSettings(WorkerSettings):
     """What `kcw up` and `kcw models pull` read on top of the worker's keys."""
 
     # The llama.cpp server that `make up` or compose starts.
     llamacpp_engine: Literal["server", "python"] = "server"
     model_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    # The GGUF file to serve, winning over MODEL_FILE: /models/<file> (where compose mounts
+    # models/gguf/) or, for `make up` without Docker, any path on this host.
+    model_path: str = ""
+    # Redis's memory cap: auto (3/4 of the container's memory limit), 0 (none), or a size.
+    redis_maxmemory: str = "auto"
     n_ctx: int = Field(4096, ge=256)
     n_parallel: int = Field(8, ge=1, le=256)
     n_gpu_layers: int = Field(0, ge=-1)
@@ -195,17 +205,48 @@ class StackSettings(WorkerSettings):
     # `kcw models pull`: a Hugging Face token for gated models.
     hf_token: SecretStr = SecretStr("")
 
+    @field_validator("redis_maxmemory")
+    @classmethod
+    def _redis_size(cls, value: str) -> str:
+        if not REDIS_SIZE.fullmatch(value.strip()):
+            raise ValueError("must be auto, 0, or a size Redis reads, such as 512mb or 2gb")
+        return value.strip().lower()
+
     @property
-    def model_path(self) -> Path:
-        """Where `make up` finds the GGUF model on the host."""
-        return Path("models/gguf") / self.model_file
+    def gguf_path(self) -> Path:
+        """The GGUF model on this host: MODEL_PATH (/models/ is models/gguf/), else MODEL_FILE."""
+        if not self.model_path:
+            return Path("models/gguf") / self.model_file
+        path = Path(self.model_path)
+        if path.parts[:2] == ("/", "models") and not path.exists():
+            return Path("models/gguf", *path.parts[2:])
+        return path
+
+    @property
+    def model_setting(self) -> str:
+        """The key and value that chose the model, for messages."""
+        return (
+            f"MODEL_PATH={self.model_path}" if self.model_path else f"MODEL_FILE={self.model_file}"
+        )
 
 
 class ComposeSettings(_EnvSettings):
     """Keys only the compose files and image builds read; listed so `.env` is checked whole."""
 
     worker_network: str = "worker-network"
-    redis_maxmemory: str = "0"
+    # Resource limits of the compose services (docker compose applies limits and memory
+    # reservations; CPU reservations only count under Swarm). CPU limit 0 = every core.
+    redis_cpu_limit: float = Field(1, ge=0)
+    redis_memory_limit: str = "1g"
+    redis_cpu_reservation: float = Field(0.25, ge=0)
+    redis_memory_reservation: str = "128m"
+    llm_cpu_limit: float = Field(0, ge=0)
+    llm_memory_limit: str = "8g"
+    llm_cpu_reservation: float = Field(0, ge=0)
+    llm_memory_reservation: str = "512m"
+    # Log rotation of docker-compose.prod.yml.
+    log_max_size: str = "10m"
+    log_max_file: int = Field(5, ge=1)
     llamacpp_cmake_args: str = ""
     llamacpp_prebuilt_image: str = ""
     llm_start_period: str = "180s"

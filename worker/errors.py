@@ -63,6 +63,7 @@ __all__ = [
     "NotRunnableHere",
     "PayloadTooLarge",
     "ProcessStartError",
+    "QueueFull",
     "SettingsError",
     "StackError",
     "Unauthorized",
@@ -157,6 +158,10 @@ class UnknownJobKind(UsageError):
 
 class JobWaitTimedOut(KcwError, TimeoutError):
     """Raised when a submitter stops waiting for a job that has not ended yet."""
+
+
+class QueueFull(KcwError, RuntimeError):
+    """Raised when Redis is at its memory cap and refuses a new job (noeviction keeps the rest)."""
 
 
 class StackError(KcwError, RuntimeError):

@@ -42,6 +42,7 @@ import logging
 import os
 import shlex
 import shutil
+import struct
 import sys
 import threading
 import time
@@ -66,6 +67,10 @@ ENGINES = ("server", "python")
 
 class LauncherConfigError(ValueError):
     """An environment variable has a value the launcher cannot use."""
+
+
+class MemoryLimitError(LauncherConfigError):
+    """The container's memory limit cannot hold the model and its KV cache."""
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -255,10 +260,130 @@ def llama_server_env(config: LauncherConfig, environ: Mapping[str, str]) -> dict
     return env
 
 
+# GGUF metadata value types (gguf.md): their struct formats; 8 is a string, 9 an array.
+GGUF_SCALARS = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
+# Keys `gguf_metadata` keeps: the ones the KV cache size follows from.
+GGUF_KEYS = (
+    "general.architecture",
+    ".block_count",
+    ".context_length",
+    ".embedding_length",
+    ".attention.head_count",
+    ".attention.head_count_kv",
+    ".attention.key_length",
+    ".attention.value_length",
+)
+
+
+def gguf_metadata(path: Path) -> dict[str, Any]:
+    """The scalar metadata of a GGUF file that sizes its KV cache (arrays are skipped)."""
+    with path.open("rb") as f:
+
+        def read(fmt: str) -> Any:
+            size = struct.calcsize("<" + fmt)
+            return struct.unpack("<" + fmt, f.read(size))[0]
+
+        def string() -> str:
+            return f.read(read("Q")).decode("utf-8", "replace")
+
+        def skip(kind: int) -> None:
+            if kind == 8:
+                f.seek(read("Q"), 1)
+            elif kind == 9:
+                inner, count = read("I"), read("Q")
+                if inner in GGUF_SCALARS:
+                    f.seek(struct.calcsize("<" + GGUF_SCALARS[inner]) * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(inner)
+            else:
+                f.seek(struct.calcsize("<" + GGUF_SCALARS[kind]), 1)
+
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        read("I")  # version
+        read("Q")  # tensor count
+        found: dict[str, Any] = {}
+        for _ in range(read("Q")):
+            key, kind = string(), read("I")
+            if key.endswith(GGUF_KEYS) and (kind == 8 or kind in GGUF_SCALARS):
+                found[key] = string() if kind == 8 else read(GGUF_SCALARS[kind])
+            else:
+                skip(kind)
+        return found
+
+
+def kv_cache_bytes(meta: Mapping[str, Any], n_ctx_total: int) -> int:
+    """Bytes of llama.cpp's f16 KV cache for `n_ctx_total` tokens (0: the model's context)."""
+    arch = meta["general.architecture"]
+    layers = int(meta[f"{arch}.block_count"])
+    embd = int(meta[f"{arch}.embedding_length"])
+    heads = int(meta[f"{arch}.attention.head_count"])
+    kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads))
+    k_len = int(meta.get(f"{arch}.attention.key_length", embd // heads))
+    v_len = int(meta.get(f"{arch}.attention.value_length", k_len))
+    tokens = n_ctx_total or int(meta.get(f"{arch}.context_length", 0))
+    return layers * tokens * kv_heads * (k_len + v_len) * 2
+
+
+def memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """This process's cgroup memory limit in bytes (v2, else v1), or None without one."""
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):
+        try:
+            text = (root / name).read_text().strip()
+        except OSError:
+            continue
+        return int(text) if text.isdigit() and len(text) < 18 else None
+    return None
+
+
+def check_memory(config: LauncherConfig, model: Path, limit: int | None) -> None:
+    """Refuse a memory limit below the weights plus the KV cache: the kernel would kill us."""
+    if limit is None:
+        return
+    try:
+        meta = gguf_metadata(model)
+        kv = kv_cache_bytes(meta, config.n_ctx * config.n_parallel)
+    except (OSError, ValueError, KeyError, struct.error) as exc:
+        log.warning("could not size %s from its metadata (%s); memory not checked", model, exc)
+        return
+    weights = model.stat().st_size
+    need = weights + kv
+    log.info(
+        "memory: limit %d MiB; model %d MiB + KV cache %d MiB (N_CTX=%d x N_PARALLEL=%d)",
+        limit >> 20,
+        weights >> 20,
+        kv >> 20,
+        config.n_ctx,
+        config.n_parallel,
+    )
+    if need > limit:
+        raise MemoryLimitError(
+            f"the memory limit of this container ({limit >> 20} MiB) is too small for "
+            f"{model.name}: its weights ({weights >> 20} MiB) and KV cache ({kv >> 20} MiB for "
+            f"N_CTX={config.n_ctx} x N_PARALLEL={config.n_parallel}) need {need >> 20} MiB before "
+            "llama.cpp's working buffers. Raise LLM_MEMORY_LIMIT in .env (2-3x the model file "
+            "plus the KV cache), or lower N_CTX or N_PARALLEL"
+        )
+
+
 def exec_llama_server(config: LauncherConfig) -> NoReturn:
     """Replace this process with llama-server (it then gets the signals directly)."""
     binary = find_llama_server(os.environ)
     model = config.resolve_model()
+    check_memory(config, model, memory_limit())
     if config.chat_format:
         log.warning(
             "CHAT_FORMAT=%s applies to LLAMACPP_ENGINE=python only; llama-server uses the "

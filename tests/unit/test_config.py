@@ -33,7 +33,7 @@ def test_defaults_describe_a_local_stack() -> None:
     assert settings.llm_max_inflight == 64
     assert settings.task_time_limit == 1800
     assert settings.task_soft_time_limit == 1770
-    assert settings.model_path == Path("models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert settings.gguf_path == Path("models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def test_environment_variables_are_read_case_insensitively(
@@ -263,3 +263,25 @@ def test_get_settings_raises_settings_error(monkeypatch: pytest.MonkeyPatch) -> 
 
     with pytest.raises(SettingsError, match="LLM_TIMEOUT='abc'"):
         get_settings()
+
+
+def test_model_path_wins_over_model_file_and_maps_models_to_the_gguf_folder() -> None:
+    settings = load_settings(
+        _env_file=None, model_path="/models/second.gguf", model_file="other.gguf"
+    )
+    assert settings.gguf_path == Path("models/gguf/second.gguf")
+    assert settings.model_setting == "MODEL_PATH=/models/second.gguf"
+    elsewhere = load_settings(_env_file=None, model_path="/srv/llm/big.gguf")
+    assert elsewhere.gguf_path == Path("/srv/llm/big.gguf")
+    assert load_settings(_env_file=None).model_setting.startswith("MODEL_FILE=")
+
+
+@pytest.mark.parametrize("value", ["auto", "0", "512mb", "2GB", "1073741824", "100k"])
+def test_redis_maxmemory_takes_what_redis_reads(value: str) -> None:
+    assert load_settings(_env_file=None, redis_maxmemory=value).redis_maxmemory == value.lower()
+
+
+@pytest.mark.parametrize("value", ["lots", "2 gb", "-1", "1.5gb"])
+def test_a_redis_maxmemory_redis_cannot_read_names_the_key(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"REDIS_MAXMEMORY.*auto, 0, or a size"):
+        load_settings(_env_file=None, redis_maxmemory=value)

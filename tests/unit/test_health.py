@@ -15,7 +15,7 @@ import pytest
 
 from tests.unit.conftest import MODEL, SERVER_URL
 from worker.config import WorkerSettings, load_settings
-from worker.ops.health import Check, check_llm_server, check_redis
+from worker.ops.health import Check, check_llm_server, check_redis, check_served_model
 
 if TYPE_CHECKING:
     from tests.unit.conftest import ClientFactory, FakeServer, ServerFactory
@@ -259,3 +259,34 @@ def test_a_redis_probe_connects_once_and_does_not_retry() -> None:
 @pytest.mark.parametrize(("status", "ok"), [("ok", True), ("wait", False), ("fail", False)])
 def test_only_an_ok_check_is_ok(status: str, ok: bool) -> None:
     assert Check("X", status, "detail").ok is ok  # type: ignore[arg-type]
+
+
+def _served(backend: str, model: str) -> Check:
+    return Check("LLM server", "ok", "ready", facts={"backend": backend, "model": model})
+
+
+def test_a_served_model_other_than_model_path_is_a_warning_naming_the_key() -> None:
+    settings = load_settings(_env_file=None, model_path="/models/second.gguf")
+
+    warned = check_served_model(settings, _served("llamacpp", "SmolLM2-135M-Instruct.Q4_1"))
+
+    assert warned is not None and warned.status == "warn" and warned.ok
+    assert "serves SmolLM2-135M-Instruct.Q4_1, but .env asks for second" in warned.detail
+    assert "MODEL_PATH=/models/second.gguf" in warned.detail
+    assert "make down && make up" in warned.fix
+    assert check_served_model(settings, _served("llamacpp", "second")) is None
+
+
+def test_the_served_model_is_checked_against_model_file_or_vllms_name() -> None:
+    default = load_settings(_env_file=None)
+    assert check_served_model(default, _served("llamacpp", "SmolLM2-135M-Instruct.Q4_1")) is None
+    other = check_served_model(default, _served("llamacpp", "qwen"))
+    assert other is not None and "MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf" in other.detail
+    vllm = check_served_model(default, _served("vllm", "/models/other"))
+    assert vllm is not None and "MODEL_NAME=/models/SmolLM2-135M-Instruct" in vllm.detail
+    named = load_settings(_env_file=None, served_model_name="smollm2")
+    assert check_served_model(named, _served("vllm", "smollm2")) is None
+    # LLM_MODEL picks among served models itself; a failed check has nothing to compare.
+    chosen = load_settings(_env_file=None, llm_model="qwen")
+    assert check_served_model(chosen, _served("llamacpp", "qwen")) is None
+    assert check_served_model(default, Check("LLM server", "fail", "down")) is None

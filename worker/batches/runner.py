@@ -23,6 +23,7 @@ import redis
 from worker.batches.feeder import BatchFeeder, Limits, Sender
 from worker.batches.files import FileStore
 from worker.batches.store import WAKE_CHANNEL, BatchStore
+from worker.broker import queue_full_message, refused_for_memory
 from worker.config import ApiSettings
 
 __all__ = [
@@ -119,11 +120,13 @@ class BatchRunner:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except redis.RedisError as exc:
-                log.warning("Redis error while feeding batches (%s); trying again", exc)
-                self._stop.wait(2.0)
-            except Exception:
-                log.exception("unexpected error while feeding batches")
+            except Exception as exc:
+                if refused_for_memory(exc):
+                    log.warning("batch lines wait: %s", queue_full_message(exc))
+                elif isinstance(exc, redis.RedisError):
+                    log.warning("Redis error while feeding batches (%s); trying again", exc)
+                else:
+                    log.exception("unexpected error while feeding batches")
                 self._stop.wait(2.0)
             wakes = self._wait(wakes)
         if wakes is not None:

@@ -12,6 +12,7 @@ from worker.errors import (
     ApiError,
     JobWaitTimedOut,
     ModelPullError,
+    QueueFull,
     SettingsError,
     StackError,
     UsageError,
@@ -26,6 +27,7 @@ REPORTED = (
     (JobWaitTimedOut, exit_codes.TIMED_OUT),
     (StackError, exit_codes.FAILED),
     (ModelPullError, exit_codes.FAILED),
+    (QueueFull, exit_codes.FAILED),
     (ApiError, exit_codes.FAILED),
 )
 

@@ -22,6 +22,7 @@ from worker.ops.health import (
     Check,
     check_llm_servers,
     check_redis,
+    check_served_model,
     check_workers,
     wait_until_ready,
 )
@@ -34,7 +35,11 @@ Command = Callable[[argparse.Namespace, Settings, TextIO, TextIO], int]
 def doctor(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
     """Check Redis, the LLM server and the workers; exit 0 only if all are ready."""
     checks = [check_redis(settings)]
-    checks.extend(check_llm_servers(settings))
+    llm = check_llm_servers(settings)
+    checks.extend(llm)
+    served = check_served_model(settings, llm[0])
+    if served is not None:
+        checks.append(served)
     if checks[0].ok:
         checks.append(check_workers(settings))
     else:

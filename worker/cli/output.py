@@ -13,13 +13,13 @@ from worker.ops.health import Check, check_redis
 __all__ = ["print_checks", "require_redis", "show_job", "wait_visibly"]
 
 SPINNER = "|/-\\"
-MARKS = {"ok": "[ok]  ", "wait": "[wait]", "fail": "[FAIL]"}
+MARKS = {"ok": "[ok]  ", "warn": "[warn]", "wait": "[wait]", "fail": "[FAIL]"}
 
 
 def print_checks(checks: list[Check], out: TextIO) -> None:
     for check in checks:
         out.write(f"{MARKS[check.status]} {check.name:<11} {check.detail}\n")
-        if check.fix and not check.ok:
+        if check.fix and check.status != "ok":
             out.write(f"       {'':<11} fix: {check.fix}\n")
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from worker.config import StackSettings
 
@@ -13,6 +14,7 @@ __all__ = [
     "COMPOSE_FILES",
     "compose_command",
     "compose_files",
+    "container_hint",
     "docker_answers",
     "gpu_fragment",
     "missing_images",
@@ -98,3 +100,60 @@ def compose_command(files: list[str], *args: str) -> list[str]:
     for name in files:
         command += ["-f", name]
     return [*command, *args]
+
+
+# What the llama.cpp launcher logs when the memory limit cannot hold the model.
+MEMORY_LINE = "the memory limit of this container"
+
+
+def _docker(*args: str) -> str | None:
+    """stdout of a docker command, or None when there is no engine or it fails."""
+    if not shutil.which("docker"):
+        return None
+    try:
+        done = subprocess.run(
+            ["docker", *args], capture_output=True, text=True, timeout=15, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _published_on(container: dict[str, Any], port: int) -> bool:
+    bindings = (container.get("HostConfig") or {}).get("PortBindings") or {}
+    return any(
+        str(b.get("HostPort")) == str(port) for binds in bindings.values() for b in binds or []
+    )
+
+
+def container_hint(service: str, port: int) -> str | None:
+    """Why the compose `service` published on `port` is down, when Docker can tell: killed
+    for memory, or our launcher's own line about its memory limit."""
+    ids = _docker("ps", "-aq", "--filter", f"label=com.docker.compose.service={service}")
+    if not ids or not ids.split():
+        return None
+    inspected = _docker("inspect", *ids.split())
+    if inspected is None:
+        return None
+    for container in json.loads(inspected):
+        if not _published_on(container, port):
+            continue
+        state = container.get("State") or {}
+        limit = int((container.get("HostConfig") or {}).get("Memory") or 0)
+        logs = subprocess.run(
+            ["docker", "logs", "--tail", "50", container["Id"]],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+        said = [line for line in (logs.stdout + logs.stderr).splitlines() if MEMORY_LINE in line]
+        if said:
+            return said[-1].split("ERROR kcw.launcher: ")[-1]
+        if state.get("OOMKilled"):
+            size = f" of {limit >> 20} MiB" if limit else ""
+            return (
+                f"the {service} container was killed for memory (OOMKilled) under its limit"
+                f"{size}: raise LLM_MEMORY_LIMIT in .env, then `make up`"
+            )
+    return None

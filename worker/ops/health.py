@@ -6,15 +6,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from worker.broker import QUEUE, make_app
-from worker.config import WorkerSettings
+from worker.config import Settings, WorkerSettings
 from worker.errors import LLMError
 from worker.llm.client import LLMClient
+from worker.ops.compose import container_hint
 
 __all__ = [
     "Check",
@@ -27,7 +29,7 @@ __all__ = [
     "wait_until_ready",
 ]
 
-Status = Literal["ok", "wait", "fail"]
+Status = Literal["ok", "warn", "wait", "fail"]
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status in ("ok", "warn")
 
 
 def redis_client(settings: WorkerSettings, timeout: float = 3.0) -> redis.Redis:
@@ -118,12 +120,16 @@ def check_llm_server(settings: WorkerSettings, client: LLMClient | None = None) 
     try:
         health = client.health()
         if health.state == "unreachable":
+            said = _container_says(url)
             return Check(
                 "LLM server",
                 "fail",
-                f"{url}: not reachable ({health.detail.split(':')[0]})",
-                "start it with `make up` (or docker compose), or set LLM_SERVER_URL to where "
-                "it runs; a vLLM server keeps its port closed until its model is loaded",
+                f"{url}: not reachable ({health.detail.split(':')[0]})"
+                + (f"; its container: {said}" if said else ""),
+                "raise LLM_MEMORY_LIMIT in .env (or lower N_CTX / N_PARALLEL), then `make up`"
+                if said
+                else "start it with `make up` (or docker compose), or set LLM_SERVER_URL to "
+                "where it runs; a vLLM server keeps its port closed until its model is loaded",
             )
         if health.state == "loading":
             return Check(
@@ -164,6 +170,39 @@ def check_llm_server(settings: WorkerSettings, client: LLMClient | None = None) 
         f"context {context}{slots}{busy}",
         facts={"backend": info.backend, "model": info.model, "context": info.context_length},
     )
+
+
+def check_served_model(settings: Settings, llm: Check) -> Check | None:
+    """A warning when the LLM server serves another model than the one `.env` asks for
+    (a stack started before `.env` changed, or a missing file replaced by the default)."""
+    backend, served = llm.facts.get("backend"), llm.facts.get("model")
+    if not llm.ok or settings.llm_model or not served:
+        return None
+    if backend == "vllm":
+        expected = settings.served_model_name or settings.model_name
+        key = "SERVED_MODEL_NAME" if settings.served_model_name else "MODEL_NAME"
+        asked = f"{key}={expected}"
+    elif backend == "llamacpp":
+        expected, asked = settings.gguf_path.stem, settings.model_setting
+    else:
+        return None
+    if served == expected:
+        return None
+    return Check(
+        "Model",
+        "warn",
+        f"the LLM server serves {served}, but .env asks for {expected} ({asked})",
+        "restart the LLM server so it reads .env (`make down && make up`); if the file is "
+        "missing, the llama.cpp server serves its bundled default instead (see its log)",
+    )
+
+
+def _container_says(url: str) -> str | None:
+    """What Docker knows of a local compose LLM server that is down (memory), if anything."""
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not parts.port:
+        return None
+    return container_hint("llm-server", parts.port)
 
 
 def _fix_for(exc: LLMError) -> str:

@@ -40,6 +40,7 @@ def redis_conf(
     *,
     appendonly: bool = True,
     bind: str = "127.0.0.1 -::1",
+    maxmemory: str = "0",
 ) -> str:
     """The text of a redis.conf: loopback, no RDB snapshots, AOF as asked, a password."""
     lines = [f"port {port}", f"bind {bind}", f"dir {data_dir}", "save ''"]
@@ -47,6 +48,8 @@ def redis_conf(
         lines += ["appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"]
     else:
         lines.append("appendonly no")
+    if maxmemory not in ("", "0", "auto"):  # auto follows a container's limit; none here
+        lines.append(f"maxmemory {maxmemory}")
     if password:
         quoted = password.replace("\\", "\\\\").replace('"', '\\"')
         lines.append(f'requirepass "{quoted}"')

@@ -44,7 +44,12 @@ def _redis_conf(settings: StackSettings) -> Path:
     data.mkdir(parents=True, exist_ok=True)
     conf = RUN_DIR / "redis.conf"
     conf.write_text(
-        redis_conf(settings.redis_port, data, settings.redis_password.get_secret_value())
+        redis_conf(
+            settings.redis_port,
+            data,
+            settings.redis_password.get_secret_value(),
+            maxmemory=settings.redis_maxmemory,
+        )
     )
     conf.chmod(0o600)
     return conf
@@ -68,10 +73,9 @@ def check_local(settings: StackSettings) -> None:
                 f"port {settings.llm_port} is in use: stop what listens there, or set LLM_PORT "
                 "and LLM_SERVER_URL in .env to a free port"
             )
-        if not settings.model_path.is_file():
-            raise StackError(
-                f"model missing: {settings.model_path} does not exist; run `make model`"
-            )
+        if not settings.gguf_path.is_file():
+            hint = "fix MODEL_PATH in .env" if settings.model_path else "run `make model`"
+            raise StackError(f"model missing: {settings.gguf_path} does not exist; {hint}")
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
@@ -104,7 +108,7 @@ def start_llm_server(settings: StackSettings, out: TextIO) -> None:
     if pid:
         out.write(f"llama.cpp server already running (pid {pid})\n")
         return
-    model = settings.model_path
+    model = settings.gguf_path
     env = dict(os.environ)
     if settings.llamacpp_engine == "server":
         ensure_llama_server(env, out)
