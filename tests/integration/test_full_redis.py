@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.support.processes import RedisServer, client_app, run_kcw, start_redis, worker_env
 from worker.broker import refused_for_memory
 from worker.client import JobClient
@@ -26,7 +27,7 @@ def full_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, list[str]]]:
     app = client_app(server)
     queued: list[str] = []
     try:
-        with pytest.raises(Exception) as refused:  # noqa: PT011 (kombu wraps redis's error)
+        with pytest.raises(Exception) as refused:
             for _ in range(1000):
                 queued.append(app.send_task("kcw.chat", args=[PAYLOAD]).id)
         assert refused_for_memory(refused.value), refused.value
