@@ -128,8 +128,8 @@ docker-env: venv ## install and start a Docker engine, compose and hadolint; bui
 test-docker: venv model models-hf llama-server docker-env ## the Docker tier: compose config, hadolint, real images and a running stack
 	$(BIN)/pytest tests/docker -v -ra
 
-images: venv ## build both server images (latest + version tags); PUSH=1 pushes to IMAGE_REGISTRY
-	$(BIN)/python scripts/build_images.py $(if $(PUSH),--push) $(IMAGES)
+images: venv ## build both server images (latest + version tags), llama.cpp's from a base of its compiled parts built once (NO_BASE=1: one build); PUSH=1 pushes them and the base to IMAGE_REGISTRY
+	$(BIN)/python scripts/build_images.py $(if $(PUSH),--push) $(if $(NO_BASE),--no-base) $(IMAGES)
 
 bench: venv model models-hf llama-server llama-batched-bench vllm-env ## every row of the README's Performance table, both LLM backends (BACKENDS=..., REPEATS=5)
 	for backend in $(or $(BACKENDS),instant llamacpp vllm); do \
@@ -148,6 +148,9 @@ bench-depth: venv model llama-server ## llama-server filled to its slots or to s
 
 bench-fetch: venv ## what the atomic fetch costs against stock kombu's BRPOP (no-op jobs, repeated)
 	$(BIN)/python -m bench.fetch
+
+bench-images: venv docker-env ## time the llama.cpp image build cold, warm and from its prebuilt base (stand-in base; the cold build takes long)
+	$(BIN)/python -m bench.image_builds
 
 clean: down ## remove runtime state (keeps .venv, .env and models)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -276,10 +276,14 @@ def pull(cli: str, image: str) -> bool:
     return done.returncode == 0
 
 
+def tag_image(cli: str, image: str, tag: str) -> None:
+    subprocess.run([cli, "tag", image, tag], check=True)
+
+
 def push(cli: str, tag: str, registry: str) -> str:
     """Tag `tag` under IMAGE_REGISTRY and push it; the name pushed."""
     remote = registry_name(registry, tag)
-    subprocess.run([cli, "tag", tag, remote], check=True)
+    tag_image(cli, tag, remote)
     if subprocess.run([cli, "push", remote], check=False).returncode != 0:
         raise BuildError(f"pushing {remote} failed: check IMAGE_REGISTRY and `docker login`")
     print(f"pushed {remote}", flush=True)
@@ -305,7 +309,7 @@ def ensure_base(
         remote = registry_name(registry, tag)
         start = time.monotonic()
         if pull(cli, remote):
-            subprocess.run([cli, "tag", remote, tag], check=True)
+            tag_image(cli, remote, tag)
             return tag, f"pulled from {remote} in {time.monotonic() - start:.0f} s"
     base = ImageBuild("llamacpp base", build.dockerfile, build.repo, build.args(), BASE_TARGET)
     seconds = docker_build(cli, base, [tag], network=network)

