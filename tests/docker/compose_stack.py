@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,10 @@ from tests.docker.standins import STANDIN_REDIS
 from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# Compose projects and containers of the Docker tier are named with these prefixes, so that
+# everything the tier creates can be found and removed, also after an interrupted run.
+PREFIXES = ("kcwtest", "kcwup")
+PROJECT_LABEL = "com.docker.compose.project"
 
 
 @dataclass
@@ -88,3 +93,114 @@ def new_stack(files: list[str], **env: str) -> Stack:
         **env,
     )
     return Stack(f"kcwtest{tag}", full, redis_port, llm_port, files)
+
+
+def _ids(kind: str, *filters: str) -> list[tuple[str, str]]:
+    """(id, compose project) of each docker `kind` (container, network, volume) found."""
+    listing = {"container": ["ps", "-a"], "network": ["network", "ls"], "volume": ["volume", "ls"]}
+    key = "Name" if kind == "volume" else "ID"
+    template = f'{{{{.{key}}}}} {{{{.Label "{PROJECT_LABEL}"}}}}'
+    args = ["docker", *listing[kind], "--format", template]
+    for value in filters:
+        args += ["--filter", value]
+    out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60).stdout
+    pairs = [line.partition(" ") for line in out.splitlines() if line.strip()]
+    return [(ident, project) for ident, _, project in pairs]
+
+
+def leftovers(prefixes: tuple[str, ...] = PREFIXES) -> dict[str, list[str]]:
+    """Containers, networks and volumes of the tier's projects, or named by it, still there."""
+    found: dict[str, list[str]] = {}
+    for kind in ("container", "network", "volume"):
+        labelled = _ids(kind, f"label={PROJECT_LABEL}")
+        ids = [i for i, project in labelled if project.startswith(prefixes)]
+        if kind == "container":
+            ids += [i for i, _ in _ids(kind, *(f"name={p}-" for p in prefixes))]
+        if ids:
+            found[kind] = sorted(set(ids))
+    return found
+
+
+def remove_leftovers(prefixes: tuple[str, ...] = PREFIXES) -> dict[str, list[str]]:
+    """Remove what `leftovers` finds (containers first, so their networks and volumes go)."""
+    found = leftovers(prefixes)
+    commands = {
+        "container": ["docker", "rm", "-f", "-v"],
+        "network": ["docker", "network", "rm"],
+        "volume": ["docker", "volume", "rm", "-f"],
+    }
+    for kind in ("container", "network", "volume"):
+        if found.get(kind):
+            subprocess.run([*commands[kind], *found[kind]], capture_output=True, check=False)
+    return found
+
+
+def remove_project(project: str) -> None:
+    """Everything of one compose project: `down -v` without its files, by its label."""
+    remove_leftovers((project,))
+
+
+@dataclass
+class Project:
+    """A project folder like a clone's (files linked from this checkout) with its own .env,
+    which compose reads as a user's would; the environment carries no stack keys."""
+
+    root: Path
+    name: str
+    settings: dict[str, str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        stack_keys = ("REDIS_", "LLM_", "KCW_", "COMPOSE_", "LLAMACPP_", "MODEL_", "WORKER_")
+        return {k: v for k, v in os.environ.items() if not k.startswith(stack_keys)}
+
+    def write_env(self, **changes: str) -> None:
+        self.settings.update(changes)
+        lines = [f"{key}={value}" for key, value in self.settings.items()]
+        (self.root / ".env").write_text("\n".join(lines) + "\n")
+
+    def compose(self, files: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+        command = ["docker", "compose"]
+        for name in files:
+            command += ["-f", name]
+        return subprocess.run(
+            [*command, *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+
+
+def new_project(tmp: Path, copied: tuple[str, ...] = (), **settings: str) -> Project:
+    """A project in `tmp` on free ports with a random Redis password and the stand-in Redis;
+    the paths in `copied` (e.g. docker/llamacpp) are copies, so a test may change them."""
+    items = [*ROOT.glob("docker-compose*.yml"), ROOT / "docker", ROOT / "models", ROOT / "scripts"]
+    for item in items:
+        (tmp / item.name).symlink_to(item)
+    for path in copied:  # e.g. docker/llamacpp: docker/ a folder of links, llamacpp/ a copy
+        top, sub = path.split("/", 1)
+        (tmp / top).unlink()
+        (tmp / top).mkdir()
+        for child in (ROOT / top).iterdir():
+            if child.name != sub:
+                (tmp / top / child.name).symlink_to(child)
+        shutil.copytree(ROOT / path, tmp / path)
+    tag = secrets.token_hex(3)
+    redis_port, llm_port = free_port(), free_port()
+    project = Project(tmp, f"kcwup{tag}", {})
+    project.write_env(
+        COMPOSE_PROJECT_NAME=project.name,
+        WORKER_NETWORK=project.name,
+        REDIS_PASSWORD=secrets.token_urlsafe(12),
+        REDIS_PORT=str(redis_port),
+        LLM_PORT=str(llm_port),
+        LLM_SERVER_URL=f"http://127.0.0.1:{llm_port}",
+        REDIS_IMAGE=STANDIN_REDIS,
+        LLAMACPP_IMAGE="kc-worker-llamacpp:latest",
+        LLM_START_PERIOD="60s",
+        **settings,
+    )
+    return project

@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
+from tests.docker.compose_stack import leftovers, remove_leftovers
 from tests.docker.standins import IMAGE, STANDIN_PYTHON, STANDIN_REDIS, VLLM_CPU_IMAGE
 from tests.support.processes import HF_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEELS = ROOT / "docker/vllm/wheels"
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    """Every compose project and container the tier starts is removed with its networks and
+    volumes: what an interrupted run left before this one, and all of this run's at its end,
+    also when it fails, is stopped with Ctrl-C, or gets SIGTERM (turned into Ctrl-C here so
+    pytest still runs its teardown)."""
+    remove_leftovers()
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        removed = remove_leftovers()
+        left = leftovers()
+        assert not left, f"the Docker tier could not remove {left}"
+        if removed:
+            print(f"\nremoved what the Docker tier's tests left: {removed}")
 
 
 @pytest.fixture(scope="session")
