@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.docker.compose_stack import remove_project
 from tests.support.processes import free_port, run_kcw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,7 @@ def test_make_up_uses_compose_and_prints_the_command(project: Path) -> None:
         assert health.json() == {"status": "ok"}
     finally:
         down = run_kcw(["down"], env, project, timeout=300)
+        remove_project(env["COMPOSE_PROJECT_NAME"])  # `down` keeps the Redis data volume
     assert down.returncode == 0, down.stdout + down.stderr
     assert "docker-compose.llamacpp.yml down" in down.stdout
 
@@ -77,6 +79,7 @@ def test_make_up_offline_says_so_and_runs_the_local_stack(project: Path) -> None
         assert health.json() == {"status": "ok"}
     finally:
         run_kcw(["down"], env, project, timeout=120)
+        remove_project(env["COMPOSE_PROJECT_NAME"])
 
 
 @pytest.mark.timeout(900)
@@ -98,4 +101,5 @@ def test_make_up_follows_compose_file_to_the_vllm_layering(
         assert models["data"][0]["owned_by"] == "vllm"
     finally:
         down = run_kcw(["down"], env, project, timeout=300)
+        remove_project(env["COMPOSE_PROJECT_NAME"])
     assert "docker-compose.vllm.cpu.yml down" in down.stdout
