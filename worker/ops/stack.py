@@ -206,6 +206,24 @@ def choose_stack(settings: StackSettings, out: TextIO) -> str:
     return "compose"
 
 
+def check_compose_model(settings: StackSettings, files: list[str]) -> None:
+    """The llama.cpp container sees models/gguf/ as /models: a GGUF it cannot see would be
+    replaced by the bundled default, so say so before starting."""
+    if "docker-compose.llamacpp.yml" not in files:
+        return
+    if settings.model_path and not settings.model_path.startswith("/models/"):
+        raise StackError(
+            f"MODEL_PATH={settings.model_path} is a host path, which the llama.cpp container "
+            "cannot see: put the file in models/gguf/ and set MODEL_PATH=/models/<file> "
+            "(or KCW_STACK=local to serve it without Docker)"
+        )
+    if not settings.gguf_path.is_file():
+        raise StackError(
+            f"model missing: {settings.gguf_path} does not exist ({settings.model_setting}); "
+            "put the GGUF file there or fix the key in .env (`make model` fetches the default)"
+        )
+
+
 def stack_up(
     settings: StackSettings,
     out: TextIO,
@@ -216,6 +234,7 @@ def stack_up(
     RUN_DIR.mkdir(exist_ok=True)
     if choose_stack(settings, out) == "compose":
         files = compose_files(settings)
+        check_compose_model(settings, files)
         if "docker-compose.llamacpp.yml" in files and not any(
             f in files for f in ("docker-compose.nvidia.yml", "docker-compose.rocm.yml")
         ):
