@@ -40,7 +40,7 @@ def test_a_missing_model_names_the_key_that_chose_it(
 def test_a_host_path_is_refused_for_the_container_with_the_way_out(tmp_path: Path) -> None:
     model = tmp_path / "big.gguf"
     model.write_bytes(b"GGUF")
-    with pytest.raises(StackError, match="host path.*models/gguf/.*KCW_STACK=local"):
+    with pytest.raises(StackError, match=r"host path.*models/gguf/.*KCW_STACK=local"):
         check_compose_model(_settings(model_path=str(model)), LLAMACPP)
 
 
