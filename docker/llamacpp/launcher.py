@@ -350,8 +350,9 @@ def memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
 
 
 def check_memory(config: LauncherConfig, model: Path, limit: int | None) -> None:
-    """Refuse a memory limit below the weights plus the KV cache: the kernel would kill us."""
-    if limit is None:
+    """Refuse a memory limit below the weights plus the KV cache: the kernel would kill us.
+    On the CPU only: layers offloaded to a GPU keep their weights and cache in its memory."""
+    if limit is None or config.n_gpu_layers != 0:
         return
     try:
         meta = gguf_metadata(model)

@@ -93,8 +93,9 @@ def test_a_limit_below_the_weights_and_kv_cache_is_refused_naming_the_key(
     assert "LLM_MEMORY_LIMIT" in message
     # Fewer slots fit: 2 x 4096 tokens need 180 MiB of cache.
     launcher.check_memory(config(N_PARALLEL="2"), model, 512 * 2**20)
-    # No limit, or metadata it cannot read: not checked.
+    # No limit, layers on a GPU, or metadata it cannot read: not checked.
     launcher.check_memory(config(), model, None)
+    launcher.check_memory(config(N_GPU_LAYERS="-1"), model, 256 * 2**20)
     (tmp_path / "bad.gguf").write_bytes(b"GGUF\x03")
     launcher.check_memory(config(), tmp_path / "bad.gguf", 1)
 
