@@ -230,7 +230,12 @@ def test_the_prod_overlay_hardens_every_service(layering: str) -> None:
         assert service["restart"] == "unless-stopped"
         assert [p["host_ip"] for p in service["ports"]] == ["127.0.0.1"]
     assert set(config["services"]["llm-server"].get("cap_add", [])) == set()
-    assert set(config["services"]["redis"]["cap_add"]) == {"CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"}
+    assert set(config["services"]["redis"]["cap_add"]) == {
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "SETGID",
+        "SETUID",
+    }
     networks = config["networks"]
     redis_networks = set(config["services"]["redis"]["networks"])
     assert redis_networks == {"internal", "redis-port"}, "Redis leaves the shared network"
