@@ -230,6 +230,19 @@ class StackSettings(WorkerSettings):
         )
 
 
+# A memory size as Docker reads it: bytes, or a number with b, k, m or g.
+DOCKER_SIZE = re.compile(r"(\d+(?:\.\d+)?)([bkmg]?)", re.IGNORECASE)
+DOCKER_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def docker_bytes(size: str) -> int:
+    """Bytes of a Docker memory size such as 512m or 8g."""
+    match = DOCKER_SIZE.fullmatch(size.strip())
+    if not match:
+        raise ValueError("must be a memory size Docker reads, such as 512m or 8g")
+    return int(float(match.group(1)) * DOCKER_UNITS[match.group(2).lower()])
+
+
 class ComposeSettings(_EnvSettings):
     """Keys only the compose files and image builds read; listed so `.env` is checked whole."""
 
@@ -244,6 +257,31 @@ class ComposeSettings(_EnvSettings):
     llm_memory_limit: str = "8g"
     llm_cpu_reservation: float = Field(0, ge=0)
     llm_memory_reservation: str = "512m"
+
+    @field_validator(
+        "redis_memory_limit",
+        "redis_memory_reservation",
+        "llm_memory_limit",
+        "llm_memory_reservation",
+    )
+    @classmethod
+    def _docker_size(cls, value: str) -> str:
+        docker_bytes(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _reservation_within_limit(self) -> ComposeSettings:
+        for service in ("redis", "llm"):
+            limit = getattr(self, f"{service}_memory_limit")
+            reserved = getattr(self, f"{service}_memory_reservation")
+            if docker_bytes(reserved) > docker_bytes(limit):
+                name = service.upper()
+                raise ValueError(
+                    f"{name}_MEMORY_RESERVATION ({reserved}) is above {name}_MEMORY_LIMIT "
+                    f"({limit}), which Docker refuses: lower the reservation or raise the limit"
+                )
+        return self
+
     # Log rotation of docker-compose.prod.yml.
     log_max_size: str = "10m"
     log_max_file: int = Field(5, ge=1)

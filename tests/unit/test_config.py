@@ -285,3 +285,15 @@ def test_redis_maxmemory_takes_what_redis_reads(value: str) -> None:
 def test_a_redis_maxmemory_redis_cannot_read_names_the_key(value: str) -> None:
     with pytest.raises(SettingsError, match=r"REDIS_MAXMEMORY.*auto, 0, or a size"):
         load_settings(_env_file=None, redis_maxmemory=value)
+
+
+def test_a_memory_reservation_above_its_limit_is_refused_naming_both_keys() -> None:
+    with pytest.raises(
+        SettingsError,
+        match=r"REDIS_MEMORY_RESERVATION \(128m\) is above REDIS_MEMORY_LIMIT \(32m\)",
+    ):
+        load_settings(_env_file=None, redis_memory_limit="32m")
+    with pytest.raises(SettingsError, match=r"LLM_MEMORY_LIMIT.*a memory size Docker reads"):
+        load_settings(_env_file=None, llm_memory_limit="eight gigs")
+    fine = load_settings(_env_file=None, redis_memory_limit="32m", redis_memory_reservation="16m")
+    assert fine.redis_memory_limit == "32m"
