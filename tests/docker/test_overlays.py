@@ -241,14 +241,14 @@ def test_a_full_compose_redis_refuses_jobs_at_submit_and_keeps_the_queued_ones(
     tmp_path: Path,
 ) -> None:
     stack: Stack = new_stack(
-        ["docker-compose.yml"], REDIS_MEMORY_LIMIT="32m", REDIS_MEMORY_RESERVATION="16m"
+        ["docker-compose.yml"], REDIS_MEMORY_LIMIT="64m", REDIS_MEMORY_RESERVATION="16m"
     )
     with stack.running():
         server = RedisServer(stack.redis_port, stack.env["REDIS_PASSWORD"], None)  # type: ignore[arg-type]
         client = server.client()
-        assert int(client.config_get("maxmemory")["maxmemory"]) == (32 << 20) * 3 // 4
+        assert int(client.config_get("maxmemory")["maxmemory"]) == (64 << 20) * 3 // 4
         app = client_app(server)
-        payload = {"messages": [{"role": "user", "content": "z" * 100_000}], "max_tokens": 1}
+        payload = {"messages": [{"role": "user", "content": "z" * 200_000}], "max_tokens": 1}
         queued: list[str] = []
         try:
             with pytest.raises(Exception, match="maxmemory"):
@@ -256,14 +256,18 @@ def test_a_full_compose_redis_refuses_jobs_at_submit_and_keeps_the_queued_ones(
                     queued.append(app.send_task("kcw.chat", args=[payload]).id)
         finally:
             app.close()
-        (tmp_path / "long.txt").write_text("z" * 100_000)
+        (tmp_path / "long.txt").write_text("z" * 200_000)
         env = worker_env(server, "http://127.0.0.1:9")
 
         done = run_kcw(["submit", "chat", "@long.txt"], env, tmp_path)
 
         assert done.returncode == 1 and "Redis refused the job: it is full" in done.stderr
         assert "REDIS_MEMORY_LIMIT" in done.stderr
-        ids = [json.loads(m)["headers"]["id"] for m in reversed(client.lrange("kcw", 0, -1))]
+        # Read back in small pages: one reply of the whole queue would need as much memory again.
+        messages = [
+            m for n in range(0, len(queued) + 1, 10) for m in client.lrange("kcw", n, n + 9)
+        ]
+        ids = [json.loads(m)["headers"]["id"] for m in reversed(messages)]
         assert ids == queued and len(queued) > 50
         state = stack.inspect("redis")
         assert state["State"]["OOMKilled"] is False and state["RestartCount"] == 0
