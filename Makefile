@@ -12,7 +12,7 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench bench-smoke bench-table bench-depth bench-fetch system-deps test-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor flower top monitoring logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
+.PHONY: help bench bench-smoke bench-table bench-depth bench-fetch bench-images system-deps test-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor flower top monitoring logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
