@@ -77,3 +77,24 @@ def test_host_worker_runs_every_job_kind_against_vllm(stack: Stack, tmp_path: Pa
     finally:
         stop(worker.proc)
         app.close()
+
+
+def test_the_prod_overlay_runs_vllm_read_only(vllm_cpu_image: str) -> None:
+    """vLLM writes its caches only where the prod overlay gives it tmpfs: it loads and answers."""
+    prod = new_stack(
+        [*FILES, "docker-compose.prod.yml"],
+        VLLM_CPU_LOCAL_IMAGE=vllm_cpu_image,
+        LLM_START_PERIOD="300s",
+    )
+    with prod.running():
+        config = prod.inspect("llm-server")["HostConfig"]
+        assert config["ReadonlyRootfs"] is True and config["CapDrop"] == ["ALL"]
+        models = httpx.get(f"{prod.llm_url}/v1/models", timeout=10).json()
+        body = {
+            "model": models["data"][0]["id"],
+            "messages": [{"role": "user", "content": "Say hi."}],
+            "max_tokens": 4,
+        }
+        reply = httpx.post(f"{prod.llm_url}/v1/chat/completions", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] > 0
