@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 
 from tests.docker.standins import STANDIN_REDIS
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # Compose projects and containers of the Docker tier are named with these prefixes, so that
@@ -204,3 +205,31 @@ def new_project(tmp: Path, copied: tuple[str, ...] = (), **settings: str) -> Pro
         **settings,
     )
     return project
+
+
+@contextmanager
+def server_container(
+    image: str, *env: str, cli: str = "docker", timeout: float = 120
+) -> Iterator[tuple[str, str]]:
+    """`docker run` the image alone with these -e settings; yields its name and URL when ready."""
+    port = free_port()
+    name = f"kcwtest-server-{secrets.token_hex(3)}"
+    flags = [arg for setting in env for arg in ("-e", setting)]
+    subprocess.run(
+        [cli, "run", "-d", "--name", name, *flags, "-p", f"127.0.0.1:{port}:8000", image],
+        check=True,
+        capture_output=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/health", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, f"{name} ready")
+        yield name, url
+    finally:
+        subprocess.run([cli, "rm", "-f", name], capture_output=True, check=False)

@@ -10,21 +10,17 @@ and llama-cpp-python libraries, and, running, the same `/props` and models. No t
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.docker.compose_stack import server_container
 from tests.docker.standins import STANDIN_PYTHON
-from tests.support.processes import free_port, wait_until
+from tests.support.scripts import load_script
 from worker.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,16 +31,7 @@ FINGERPRINT = (
 )
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_images", ROOT / "scripts/build_images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_images"] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bi = _script()
+bi = load_script("build_images")
 
 
 def fingerprint(cli: str, image: str) -> dict[str, str]:
@@ -60,31 +47,6 @@ def fingerprint(cli: str, image: str) -> dict[str, str]:
     files = dict(reversed(line.split(maxsplit=1)) for line in done.stdout.splitlines())
     assert len(files) >= 3, f"{image} lacks llama-server, the model or llama_cpp: {files}"
     return files
-
-
-@contextmanager
-def server(cli: str, image: str) -> Iterator[str]:
-    """`docker run -d` the image on a free loopback port; its URL once /health answers."""
-    port = free_port()
-    name = f"kcwtest-base-{secrets.token_hex(3)}"
-    subprocess.run(
-        [cli, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", image],
-        check=True,
-        capture_output=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/health", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 120, f"{image} ready")
-        yield url
-    finally:
-        subprocess.run([cli, "rm", "-f", name], capture_output=True, check=False)
 
 
 def served(url: str) -> dict[str, Any]:
@@ -131,7 +93,10 @@ def test_the_image_from_the_base_is_the_same_server(
         regular = fingerprint(cli, llamacpp_image)
         assert fingerprint(cli, from_base_tag) == regular, "not the regular image's server"
         assert fingerprint(cli, one_build_tag) == regular, "not the one-build image's server"
-        with server(cli, llamacpp_image) as regular_url, server(cli, from_base_tag) as from_url:
+        with (
+            server_container(llamacpp_image, cli=cli) as (_, regular_url),
+            server_container(from_base_tag, cli=cli) as (_, from_url),
+        ):
             assert served(from_url) == served(regular_url)
     finally:
         for tag in (from_base_tag, one_build_tag, base_tag):

@@ -13,18 +13,16 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from tests.docker.compose_stack import Stack, new_stack
+from tests.docker.compose_stack import Stack, new_stack, server_container
 from tests.docker.standins import IMAGE, STANDIN_PYTHON
 from tests.support.processes import (
     RedisServer,
-    free_port,
     run_kcw,
     start_worker,
     stop,
@@ -151,32 +149,6 @@ def test_docker_restarts_a_killed_server(stack: Stack) -> None:
             return False
 
     wait_until(healthy, 90, "health after restart")
-
-
-@contextmanager
-def server_container(image: str, *env: str) -> Iterator[tuple[str, str]]:
-    """`docker run` the image alone with these -e settings; yields its name and URL when ready."""
-    port = free_port()
-    name = f"kcwtest-server-{secrets.token_hex(3)}"
-    flags = [arg for setting in env for arg in ("-e", setting)]
-    subprocess.run(
-        ["docker", "run", "-d", "--name", name, *flags, "-p", f"127.0.0.1:{port}:8000", image],
-        check=True,
-        capture_output=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/health", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 90, f"{name} ready")
-        yield name, url
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
 def test_missing_model_path_serves_the_bundled_default(llamacpp_image: str) -> None:

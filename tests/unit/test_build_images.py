@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from bench import image_builds
+from tests.support.scripts import load_script
 from worker.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile.llamacpp").read_text()
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_images", ROOT / "scripts/build_images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_images"] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bi = _script()
+bi = load_script("build_images")
 RECIPE = bi.compile_recipe(DOCKERFILE)
 CPU = {"BASE_IMAGE": "python:3.11.14-slim-bookworm"}
 
