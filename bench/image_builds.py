@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import report
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results/image-builds"
 README = ROOT / "README.md"
@@ -265,10 +267,7 @@ def render(data: JSON, source: str) -> str:
 
 def splice(readme: str, table: str) -> str:
     """`readme` with the text between the image-builds markers replaced by `table`."""
-    pattern = re.compile(re.escape(START) + r"\n.*?" + re.escape(END), re.S)
-    if not pattern.search(readme):
-        raise ValueError(f"README.md has no {START} … {END} markers")
-    return pattern.sub(lambda _: f"{START}\n{table}{END}", readme)
+    return report.splice(readme, table, START, END)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -312,12 +312,12 @@ def render(data: JSON, source: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def splice(readme: str, tables: str) -> str:
-    """`readme` with the text between the markers replaced by `tables`."""
-    pattern = re.compile(re.escape(START) + r"\n.*?" + re.escape(END), re.S)
+def splice(readme: str, tables: str, start: str = START, end: str = END) -> str:
+    """`readme` with the text between the markers `start` and `end` replaced by `tables`."""
+    pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(end), re.S)
     if not pattern.search(readme):
-        raise ValueError(f"README.md has no {START} … {END} markers")
-    return pattern.sub(lambda _: f"{START}\n{tables}{END}", readme)
+        raise ValueError(f"README.md has no {start} … {end} markers")
+    return pattern.sub(lambda _: f"{start}\n{tables}{end}", readme)
 
 
 def main(argv: list[str] | None = None) -> int:
