@@ -12,7 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from worker.broker import QUEUE, make_app
+from worker.broker import QUEUE, make_app, queue_depth
 from worker.config import Settings, WorkerSettings
 from worker.errors import LLMError
 from worker.llm.client import LLMClient
@@ -214,10 +214,10 @@ def _fix_for(exc: LLMError) -> str:
 
 
 def queue_length(settings: WorkerSettings, queue: str) -> int | None:
-    """Jobs waiting in the Redis list that backs the Celery queue."""
+    """Jobs waiting in the Celery queue: its Redis list and those of its priorities."""
     client = redis_client(settings)
     try:
-        return int(client.llen(queue))
+        return queue_depth(client, queue)[0]
     except redis.RedisError:
         return None
     finally:
