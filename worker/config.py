@@ -168,6 +168,15 @@ class WorkerSettings(_EnvSettings):
 
 # What redis-server reads as a memory size (bytes, or k/kb/m/mb/g/gb), or auto.
 REDIS_SIZE = re.compile(r"auto|\d+(?:[kmg]b?|b)?", re.IGNORECASE)
+# Redis's units: k, m, g are powers of 1000; kb, mb, gb powers of 1024.
+REDIS_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 1 << 10, "m": 10**6, "mb": 1 << 20, "g": 10**9}
+REDIS_UNITS["gb"] = 1 << 30
+
+
+def redis_bytes(size: str) -> int:
+    """Bytes of a size redis-server reads (not auto)."""
+    digits = size.rstrip("kmgbKMGB")
+    return int(digits) * REDIS_UNITS[size[len(digits) :].lower()]
 
 
 class StackSettings(WorkerSettings):
@@ -258,6 +267,10 @@ class ComposeSettings(_EnvSettings):
     llm_cpu_reservation: float = Field(0, ge=0)
     llm_memory_reservation: str = "512m"
 
+    # Log rotation of docker-compose.prod.yml.
+    log_max_size: str = "10m"
+    log_max_file: int = Field(5, ge=1)
+
     @field_validator(
         "redis_memory_limit",
         "redis_memory_reservation",
@@ -282,9 +295,6 @@ class ComposeSettings(_EnvSettings):
                 )
         return self
 
-    # Log rotation of docker-compose.prod.yml.
-    log_max_size: str = "10m"
-    log_max_file: int = Field(5, ge=1)
     llamacpp_cmake_args: str = ""
     llamacpp_prebuilt_image: str = ""
     llm_start_period: str = "180s"
@@ -362,6 +372,19 @@ class ApiSettings(WorkerSettings):
 
 class Settings(StackSettings, ComposeSettings, ApiSettings):
     """Every key the worker, `kcw`, the API, the compose files and the image builds read."""
+
+    @model_validator(mode="after")
+    def _redis_cap_below_its_limit(self) -> Settings:
+        if self.redis_maxmemory in ("auto", "0"):
+            return self
+        if redis_bytes(self.redis_maxmemory) >= docker_bytes(self.redis_memory_limit):
+            raise ValueError(
+                f"REDIS_MAXMEMORY ({self.redis_maxmemory}) is not below REDIS_MEMORY_LIMIT "
+                f"({self.redis_memory_limit}): the kernel would kill Redis before it refuses "
+                "new jobs. Use REDIS_MAXMEMORY=auto (3/4 of the limit), a smaller size, or raise "
+                "REDIS_MEMORY_LIMIT"
+            )
+        return self
 
 
 def load_settings(cls: type[S] = Settings, **overrides: object) -> S:  # type: ignore[assignment]

@@ -12,6 +12,7 @@ from kombu.utils.url import url_to_parts
 from worker.config import (
     PLACEHOLDER_SECRETS,
     SettingsError,
+    StackSettings,
     get_settings,
     load_settings,
 )
@@ -278,7 +279,8 @@ def test_model_path_wins_over_model_file_and_maps_models_to_the_gguf_folder() ->
 
 @pytest.mark.parametrize("value", ["auto", "0", "512mb", "2GB", "1073741824", "100k"])
 def test_redis_maxmemory_takes_what_redis_reads(value: str) -> None:
-    assert load_settings(_env_file=None, redis_maxmemory=value).redis_maxmemory == value.lower()
+    settings = load_settings(StackSettings, _env_file=None, redis_maxmemory=value)
+    assert settings.redis_maxmemory == value.lower()
 
 
 @pytest.mark.parametrize("value", ["lots", "2 gb", "-1", "1.5gb"])
@@ -297,3 +299,13 @@ def test_a_memory_reservation_above_its_limit_is_refused_naming_both_keys() -> N
         load_settings(_env_file=None, llm_memory_limit="eight gigs")
     fine = load_settings(_env_file=None, redis_memory_limit="32m", redis_memory_reservation="16m")
     assert fine.redis_memory_limit == "32m"
+
+
+def test_a_redis_cap_at_or_above_its_container_limit_is_refused() -> None:
+    with pytest.raises(
+        SettingsError, match=r"REDIS_MAXMEMORY \(1gb\) is not below REDIS_MEMORY_LIMIT \(1g\)"
+    ):
+        load_settings(_env_file=None, redis_maxmemory="1gb")
+    assert load_settings(_env_file=None, redis_maxmemory="768mb").redis_maxmemory == "768mb"
+    assert load_settings(_env_file=None, redis_maxmemory="1000000000").redis_maxmemory
+    assert load_settings(_env_file=None, redis_maxmemory="0").redis_maxmemory == "0"
