@@ -63,6 +63,15 @@ def _redis_server() -> str:
         raise StackError(str(exc)) from None
 
 
+def require_model(settings: StackSettings) -> None:
+    """`StackError` naming the key that chose the GGUF model when its file is not there."""
+    if not settings.gguf_path.is_file():
+        raise StackError(
+            f"model missing: {settings.gguf_path} does not exist ({settings.model_setting}); "
+            "put the GGUF file there or fix the key in .env (`make model` fetches the default)"
+        )
+
+
 def check_local(settings: StackSettings) -> None:
     """Everything the local stack needs, checked before anything starts (so nothing is left)."""
     if not port_in_use(settings.redis_port):
@@ -73,9 +82,7 @@ def check_local(settings: StackSettings) -> None:
                 f"port {settings.llm_port} is in use: stop what listens there, or set LLM_PORT "
                 "and LLM_SERVER_URL in .env to a free port"
             )
-        if not settings.gguf_path.is_file():
-            hint = "fix MODEL_PATH in .env" if settings.model_path else "run `make model`"
-            raise StackError(f"model missing: {settings.gguf_path} does not exist; {hint}")
+        require_model(settings)
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
@@ -217,11 +224,7 @@ def check_compose_model(settings: StackSettings, files: list[str]) -> None:
             "cannot see: put the file in models/gguf/ and set MODEL_PATH=/models/<file> "
             "(or KCW_STACK=local to serve it without Docker)"
         )
-    if not settings.gguf_path.is_file():
-        raise StackError(
-            f"model missing: {settings.gguf_path} does not exist ({settings.model_setting}); "
-            "put the GGUF file there or fix the key in .env (`make model` fetches the default)"
-        )
+    require_model(settings)
 
 
 def stack_up(
