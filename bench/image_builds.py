@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.provenance import code_commit, cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results/image-builds"
@@ -67,32 +68,18 @@ def docker_cli() -> str:
 
 def machine(cli: str) -> JSON:
     """What the times depend on: CPU, cores, platform, Docker engine, commit."""
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     engine = subprocess.run(
         [cli, "version", "--format", "{{.Server.Version}}"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.strip()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    changed = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", *MEASURED],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    ).stdout.strip()
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "docker_engine": engine,
-        "commit": commit + ("+changes" if changed else ""),
+        "commit": code_commit(*MEASURED),
     }
 
 
@@ -221,10 +208,7 @@ def measure(cli: str, base_image: str, network: str, max_load: float, wait_s: fl
 
 def newest(directory: Path = RESULTS) -> Path:
     """The image-builds results file with the latest date in its name."""
-    files = sorted(directory.glob("image-builds-*.json"))
-    if not files:
-        raise FileNotFoundError(f"no results in {directory}: run `make bench-images`")
-    return files[-1]
+    return report.newest(directory, "image-builds-*.json", "make bench-images")
 
 
 def seconds(value: float) -> str:

@@ -29,11 +29,11 @@ DASH, TIMES = "\u2013", "\u00d7"
 __all__ = ["newest", "render", "splice"]
 
 
-def newest(directory: Path = RESULTS) -> Path:
-    """The results file with the latest date in its name."""
-    files = sorted(directory.glob("*.json"), key=lambda p: (p.stem[-10:], p.name))
+def newest(directory: Path = RESULTS, pattern: str = "*.json", make: str = "make bench") -> Path:
+    """The results file with the latest date (the end of its name) among `pattern`."""
+    files = sorted(directory.glob(pattern), key=lambda p: (p.stem[-10:], p.name))
     if not files:
-        raise FileNotFoundError(f"no results in {directory}: run `make bench`")
+        raise FileNotFoundError(f"no results in {directory}: run `{make}`")
     return files[-1]
 
 

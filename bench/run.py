@@ -54,6 +54,7 @@ from bench.counters import CounterSampler
 from bench.direct import direct, served_model
 from bench.phase import Completion, PhaseResult
 from bench.procs import cpu_seconds
+from bench.provenance import code_commit, cpu_model
 from bench.queued import celery_worker, client_app, pool_size, run_jobs, single_latency
 from bench.stats import interval, percentile
 from bench.workload import chat_bodies
@@ -120,11 +121,6 @@ def slots(url: str) -> int | None:
 
 def machine() -> JSON:
     """What the figures depend on: CPU model, cores, platform, llama.cpp build, commit."""
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     stamp = None
     done = subprocess.run(
         [str(ROOT / "scripts/llama-server-env"), "path"], capture_output=True, text=True
@@ -132,24 +128,13 @@ def machine() -> JSON:
     if done.returncode == 0:
         marker = Path(done.stdout.strip()).parents[1] / ".kcw-llama-server-built"
         stamp = marker.read_text().strip() if marker.exists() else None
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    changed = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", "worker", "tasks", "bench"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    ).stdout.strip()
-    if changed:
-        commit += "+changes"  # the code measured is not exactly the commit
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "llama_cpp_build": stamp,
-        "commit": commit,
+        "commit": code_commit("worker", "tasks", "bench"),
         "host": socket.gethostname(),
     }
 
