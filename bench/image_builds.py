@@ -38,6 +38,7 @@ from typing import Any
 
 from bench import report
 from bench.provenance import code_commit, cpu_model
+from worker.ops.compose import buildkit_cli, image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results/image-builds"
@@ -59,11 +60,6 @@ COMPILE_MARKERS = {
 MEASURED = (DOCKERFILE, "scripts/llama-server-env", "scripts/fetch_model.py", "docker/llamacpp")
 
 JSON = dict[str, Any]
-
-
-def docker_cli() -> str:
-    """Debian's docker CLI builds with BuildKit (RUN --mount) where the newer one lacks buildx."""
-    return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 
 def machine(cli: str) -> JSON:
@@ -95,13 +91,7 @@ def wait_for_quiet(max_load: float, wait_s: float) -> list[float]:
 
 
 def image_size_mb(cli: str, tag: str) -> float:
-    out = subprocess.run(
-        [cli, "image", "inspect", "--format", "{{.Size}}", tag],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return round(int(out.stdout.strip()) / 1e6, 1)
+    return round(image_bytes(tag, cli) / 1e6, 1)
 
 
 def docker_build(cli: str, step: str, args: list[str]) -> float:
@@ -273,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(table)
         return 0
-    cli = docker_cli()
+    cli = buildkit_cli()
     probe = subprocess.run([cli, "image", "inspect", args.base_image], capture_output=True)
     if probe.returncode != 0:
         print(

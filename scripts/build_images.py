@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from worker.config import Settings, SettingsError, load_settings  # noqa: E402
+from worker.ops.compose import (  # noqa: E402
+    buildkit_cli,
+    docker_answers,
+    image_bytes,
+    image_present,
+)
 
 LLAMACPP_DOCKERFILE = "Dockerfile.llamacpp"
 BASE_TARGET = "compiled"
@@ -80,18 +85,6 @@ def project_version() -> str:
     return str(data["project"]["version"])
 
 
-def docker_cli() -> str:
-    """Debian's docker CLI builds with BuildKit where the newer one lacks buildx."""
-    return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
-
-
-def engine_answers(cli: str) -> bool:
-    if not shutil.which(cli):
-        return False
-    probe = subprocess.run([cli, "info"], capture_output=True, timeout=30, check=False)
-    return probe.returncode == 0
-
-
 def image_repo(image: str) -> str:
     """`image` without its tag (a registry's `host:port/` is kept)."""
     name, _, tag = image.rpartition(":")
@@ -99,18 +92,7 @@ def image_repo(image: str) -> str:
 
 
 def image_size(cli: str, tag: str) -> str:
-    out = subprocess.run(
-        [cli, "image", "inspect", "--format", "{{.Size}}", tag],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return f"{int(out.stdout.strip()) / 1e6:,.0f} MB"
-
-
-def image_exists(cli: str, tag: str) -> bool:
-    probe = subprocess.run([cli, "image", "inspect", tag], capture_output=True, check=False)
-    return probe.returncode == 0
+    return f"{image_bytes(tag, cli) / 1e6:,.0f} MB"
 
 
 def image_labels(cli: str, tag: str) -> dict[str, str]:
@@ -303,7 +285,7 @@ def ensure_base(
     else built from the `compiled` target.
     """
     tag = llamacpp_base_tag(build)
-    if image_exists(cli, tag):
+    if image_present(tag, cli):
         return tag, "already here"
     if registry:
         remote = registry_name(registry, tag)
@@ -346,8 +328,8 @@ def main() -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    cli = docker_cli()
-    if not engine_answers(cli):
+    cli = buildkit_cli()
+    if not docker_answers(cli):
         print(
             "no Docker engine answers: start Docker (or `scripts/docker-env engine` here), "
             "then run this again",

@@ -71,7 +71,7 @@ def test_the_image_from_the_base_is_the_same_server(
     monkeypatch.setenv("LLAMACPP_BASE_IMAGE", STANDIN_PYTHON)
     monkeypatch.delenv("LLAMACPP_PREBUILT_IMAGE", raising=False)
     build = bi.llamacpp_build(load_settings(Settings))
-    cli = bi.docker_cli()
+    cli = bi.buildkit_cli()
     token = secrets.token_hex(3)
     base_tag = f"{build.repo}-base:kcwtest-{token}"
     from_base_tag = f"{build.repo}:kcwtest-from-base-{token}"

@@ -84,8 +84,8 @@ class FakeDocker:
         monkeypatch.setattr(
             bi, "load_settings", lambda cls: load_settings(Settings, _env_file=None, **settings)
         )
-        monkeypatch.setattr(bi, "engine_answers", lambda cli: True)
-        monkeypatch.setattr(bi, "image_exists", lambda cli, image: image in self.here)
+        monkeypatch.setattr(bi, "docker_answers", lambda cli: True)
+        monkeypatch.setattr(bi, "image_present", lambda image, cli: image in self.here)
         monkeypatch.setattr(bi, "image_size", lambda cli, image: "1 MB")
         monkeypatch.setattr(bi, "image_labels", lambda cli, image: {})
         monkeypatch.setattr(bi, "docker_build", self.build)

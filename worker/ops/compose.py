@@ -12,23 +12,26 @@ from worker.config import StackSettings
 
 __all__ = [
     "COMPOSE_FILES",
+    "buildkit_cli",
     "compose_command",
     "compose_files",
     "container_hint",
     "docker_answers",
     "gpu_fragment",
+    "image_bytes",
+    "image_present",
     "missing_images",
 ]
 
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.llamacpp.yml")
 
 
-def docker_answers() -> bool:
+def docker_answers(cli: str = "docker") -> bool:
     """True when a Docker engine answers `docker info`."""
-    if not shutil.which("docker"):
+    if not shutil.which(cli):
         return False
     try:
-        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=15, check=False)
+        probe = subprocess.run([cli, "info"], capture_output=True, timeout=15, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
@@ -58,9 +61,27 @@ def gpu_fragment() -> tuple[str | None, str]:
     return None, "no GPU: the llama.cpp server runs on the CPU"
 
 
-def _image_present(image: str) -> bool:
-    probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
+def buildkit_cli() -> str:
+    """The docker CLI for builds: Debian's builds with BuildKit (RUN --mount) where the newer
+    one first on PATH lacks buildx; both talk to the same engine."""
+    return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+
+
+def image_present(image: str, cli: str = "docker") -> bool:
+    """True when the engine has `image` locally."""
+    probe = subprocess.run([cli, "image", "inspect", image], capture_output=True, check=False)
     return probe.returncode == 0
+
+
+def image_bytes(image: str, cli: str = "docker") -> int:
+    """The size of a local image in bytes."""
+    out = subprocess.run(
+        [cli, "image", "inspect", "--format", "{{.Size}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.strip())
 
 
 def _pullable(image: str, out: TextIO) -> bool:
@@ -83,16 +104,16 @@ def compose_files(settings: StackSettings) -> list[str]:
 def missing_images(settings: StackSettings, files: list[str], out: TextIO) -> list[str]:
     """Upstream images compose would need but neither has nor can pull (offline, say)."""
     needed = [settings.redis_image]
-    if "docker-compose.llamacpp.yml" in files and not _image_present(settings.llamacpp_image):
+    if "docker-compose.llamacpp.yml" in files and not image_present(settings.llamacpp_image):
         needed.append(settings.llamacpp_base_image)
         if settings.llamacpp_runtime_image:
             needed.append(settings.llamacpp_runtime_image)
     if "docker-compose.vllm.cpu.yml" in files:
-        if not _image_present(settings.vllm_cpu_local_image):
+        if not image_present(settings.vllm_cpu_local_image):
             needed.append(settings.vllm_cpu_base_image)
-    elif "docker-compose.vllm.yml" in files and not _image_present(settings.vllm_local_image):
+    elif "docker-compose.vllm.yml" in files and not image_present(settings.vllm_local_image):
         needed.append(f"{settings.vllm_image}:{settings.vllm_version}")
-    return [img for img in needed if not _image_present(img) and not _pullable(img, out)]
+    return [img for img in needed if not image_present(img) and not _pullable(img, out)]
 
 
 def compose_command(files: list[str], *args: str) -> list[str]:
