@@ -26,6 +26,12 @@ PREFIXES = ("kcwtest", "kcwup")
 PROJECT_LABEL = "com.docker.compose.project"
 
 
+def inspect_container(ident: str) -> dict[str, Any]:
+    """`docker inspect` of one container."""
+    out = subprocess.run(["docker", "inspect", ident], capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout)[0])
+
+
 @dataclass
 class Stack:
     project: str
@@ -67,13 +73,7 @@ class Stack:
         return self.compose("ps", "-q", service).stdout.strip()
 
     def inspect(self, service: str) -> dict[str, Any]:
-        out = subprocess.run(
-            ["docker", "inspect", self.container(service)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return dict(json.loads(out.stdout)[0])
+        return inspect_container(self.container(service))
 
     def redis(self, password: str | None = None) -> redis.Redis:
         return redis.Redis(port=self.redis_port, password=password, socket_timeout=5)
@@ -159,6 +159,10 @@ class Project:
         self.settings.update(changes)
         lines = [f"{key}={value}" for key, value in self.settings.items()]
         (self.root / ".env").write_text("\n".join(lines) + "\n")
+
+    def inspect(self, files: list[str], service: str) -> dict[str, Any]:
+        """`docker inspect` of the container of `service` in the layering `files`."""
+        return inspect_container(self.compose(files, "ps", "-q", service).stdout.strip())
 
     def compose(self, files: list[str], *args: str) -> subprocess.CompletedProcess[str]:
         command = ["docker", "compose"]

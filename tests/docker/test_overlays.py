@@ -45,12 +45,6 @@ def project(tmp_path: Path, llamacpp_image: str) -> Iterator[Project]:
         remove_project(made.name)
 
 
-def _container(project: Project, files: list[str], service: str) -> dict[str, object]:
-    ident = project.compose(files, "ps", "-q", service).stdout.strip()
-    out = subprocess.run(["docker", "inspect", ident], capture_output=True, text=True, check=True)
-    return dict(json.loads(out.stdout)[0])
-
-
 def _up(project: Project, files: list[str]) -> None:
     done = project.compose(files, "up", "-d", "--wait")
     logs = "" if done.returncode == 0 else project.compose(files, "logs").stdout[-4000:]
@@ -81,12 +75,12 @@ def test_limits_and_reservations_follow_env(project: Project) -> None:
         LLM_MEMORY_RESERVATION="256m",
     )
     _up(project, LLAMACPP)
-    redis_host = _container(project, LLAMACPP, "redis")["HostConfig"]
-    server_host = _container(project, LLAMACPP, "llm-server")["HostConfig"]
-    assert (redis_host["NanoCpus"], redis_host["Memory"]) == (5 * 10**8, 96 << 20)  # type: ignore[index]
-    assert redis_host["MemoryReservation"] == 32 << 20  # type: ignore[index]
-    assert (server_host["NanoCpus"], server_host["Memory"]) == (15 * 10**8, 2 << 30)  # type: ignore[index]
-    assert server_host["MemoryReservation"] == 256 << 20  # type: ignore[index]
+    redis_host = project.inspect(LLAMACPP, "redis")["HostConfig"]
+    server_host = project.inspect(LLAMACPP, "llm-server")["HostConfig"]
+    assert (redis_host["NanoCpus"], redis_host["Memory"]) == (5 * 10**8, 96 << 20)
+    assert redis_host["MemoryReservation"] == 32 << 20
+    assert (server_host["NanoCpus"], server_host["Memory"]) == (15 * 10**8, 2 << 30)
+    assert server_host["MemoryReservation"] == 256 << 20
     # REDIS_MAXMEMORY=auto: three quarters of the limit, so Redis refuses before the kernel kills.
     client = RedisServer(
         int(project.settings["REDIS_PORT"]),
@@ -98,10 +92,10 @@ def test_limits_and_reservations_follow_env(project: Project) -> None:
 
     project.write_env(REDIS_MEMORY_LIMIT="128m", LLM_MEMORY_LIMIT="3g", LLM_CPU_LIMIT="1")
     _up(project, LLAMACPP)  # compose recreates what changed
-    redis_host = _container(project, LLAMACPP, "redis")["HostConfig"]
-    server_host = _container(project, LLAMACPP, "llm-server")["HostConfig"]
-    assert redis_host["Memory"] == 128 << 20  # type: ignore[index]
-    assert (server_host["NanoCpus"], server_host["Memory"]) == (10**9, 3 << 30)  # type: ignore[index]
+    redis_host = project.inspect(LLAMACPP, "redis")["HostConfig"]
+    server_host = project.inspect(LLAMACPP, "llm-server")["HostConfig"]
+    assert redis_host["Memory"] == 128 << 20
+    assert (server_host["NanoCpus"], server_host["Memory"]) == (10**9, 3 << 30)
 
 
 def test_the_prod_overlay_runs_read_only_and_serves_a_host_worker(
@@ -143,7 +137,7 @@ def test_the_dev_overlay_picks_up_a_changed_launcher_on_restart(
     files = [*LLAMACPP, "docker-compose.dev.yml"]
     try:
         _up(project, files)
-        image = _container(project, files, "llm-server")["Image"]
+        image = project.inspect(files, "llm-server")["Image"]
         logs = project.compose(files, "logs", "llm-server").stdout
         assert "verbosity = 4" in logs, "llama-server logs at debug level in the dev overlay"
         launcher = tmp_path / "docker/llamacpp/launcher.py"
@@ -161,7 +155,7 @@ def test_the_dev_overlay_picks_up_a_changed_launcher_on_restart(
         wait_until(lambda: _healthy(url), 90, "llm-server after restart")
 
         assert mark in project.compose(files, "logs", "llm-server").stdout
-        assert _container(project, files, "llm-server")["Image"] == image, "no build happened"
+        assert project.inspect(files, "llm-server")["Image"] == image, "no build happened"
     finally:
         remove_project(project.name)
 
