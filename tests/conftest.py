@@ -9,12 +9,14 @@ the unit tier starts no process.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.diagnostics import recent_logs
 from tests.support.processes import (
     LLMServer,
     RedisServer,
@@ -93,6 +95,25 @@ def spawn_worker(
 
 
 _SKIPPED: list[pytest.TestReport] = []
+_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_STARTED] = time.time()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report also shows the end of each process log written while it ran."""
+    report: pytest.TestReport = yield
+    factory = getattr(item.config, "_tmp_path_factory", None)
+    if report.failed and factory is not None and _STARTED in item.stash:
+        for title, text in recent_logs([factory.getbasetemp()], item.stash[_STARTED]):
+            report.sections.append((title, text))
+    return report
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
