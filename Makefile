@@ -28,7 +28,9 @@ $(BIN)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@echo "installing dependencies (llama-cpp-python compiles once, ~5-8 min; pip caches the wheel)"
-	$(BIN)/pip install --quiet -e ".[dev,llamacpp]"
+	@# llama-cpp-python compiles for this CPU; the same C flags as llama-server (no AMX on x86).
+	flags="$$($(LLAMA_SERVER_ENV) cflags)"; CFLAGS="$$flags $${CFLAGS:-}" CXXFLAGS="$$flags $${CXXFLAGS:-}" \
+	  $(BIN)/pip install --quiet -e ".[dev,llamacpp]"
 	@touch $@
 
 venv: $(BIN)/.installed ## create .venv with every dependency

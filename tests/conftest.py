@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import pytest
 
 from tests.support.diagnostics import recent_logs
 from tests.support.processes import (
+    BATCH_FEEDER_DB,
+    RELIABLE_FETCH_DB,
     LLMServer,
     RedisServer,
     Worker,
@@ -30,6 +33,7 @@ from tests.support.processes import (
     worker_env,
 )
 from tests.support.skips import report_skips
+from worker.broker import close_app
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +67,7 @@ def worker(tmp_root: Path, redis_server: RedisServer, llm_server: LLMServer) -> 
 def celery_app(redis_server: RedisServer, worker: Worker) -> Iterator[Any]:
     client = client_app(redis_server)
     yield client
-    client.close()
+    close_app(client)
 
 
 @pytest.fixture()
@@ -72,26 +76,57 @@ def submit(celery_app: Any) -> Callable[..., Any]:
     return submitter(celery_app)
 
 
+class Spawner:
+    """Extra workers, each on a Redis db of its own that it empties first, so nothing an
+    earlier test left there (queued jobs, batch state) reaches it.
+
+    A db is given back, and its worker stopped, when the fixture that asked for it ends.
+    """
+
+    def __init__(self, tmp_root: Path, redis_server: RedisServer) -> None:
+        self.tmp_root, self.redis_server = tmp_root, redis_server
+        self.free = [db for db in range(1, 16) if db not in (RELIABLE_FETCH_DB, BATCH_FEEDER_DB)]
+
+    @contextmanager
+    def scope(self) -> Iterator[Callable[..., tuple[Worker, Callable[..., Any]]]]:
+        started: list[tuple[int, Worker, Any]] = []
+
+        def spawn(llm_url: str, **overrides: str) -> tuple[Worker, Callable[..., Any]]:
+            db = self.free.pop(0)
+            with self.redis_server.client(db=db) as rds:
+                rds.flushdb()
+            env = worker_env(self.redis_server, llm_url, REDIS_DB=str(db), **overrides)
+            extra = start_worker(self.tmp_root, env, f"db{db}")
+            app = client_app(self.redis_server, db)
+            started.append((db, extra, app))
+            return extra, submitter(app)
+
+        try:
+            yield spawn
+        finally:
+            for db, extra, app in started:
+                stop(extra.proc)
+                close_app(app)
+                self.free.append(db)
+
+
 @pytest.fixture(scope="session")
-def spawn_worker(
-    tmp_root: Path, redis_server: RedisServer
-) -> Iterator[Callable[..., tuple[Worker, Callable[..., Any]]]]:
-    """Start an extra worker on its own Redis db with other settings; returns it and a submit."""
-    started: list[tuple[Worker, Any]] = []
-    next_db = iter(range(1, 16))
+def spawner(tmp_root: Path, redis_server: RedisServer) -> Spawner:
+    return Spawner(tmp_root, redis_server)
 
-    def spawn(llm_url: str, **overrides: str) -> tuple[Worker, Callable[..., Any]]:
-        db = next(next_db)
-        env = worker_env(redis_server, llm_url, REDIS_DB=str(db), **overrides)
-        extra = start_worker(tmp_root, env, f"db{db}")
-        app = client_app(redis_server, db)
-        started.append((extra, app))
-        return extra, submitter(app)
 
-    yield spawn
-    for extra, app in started:
-        stop(extra.proc)
-        app.close()
+@pytest.fixture(scope="session")
+def session_spawn(spawner: Spawner) -> Iterator[Callable[..., tuple[Worker, Callable[..., Any]]]]:
+    """Start an extra worker that lives for the session; returns it and a submit."""
+    with spawner.scope() as spawn:
+        yield spawn
+
+
+@pytest.fixture()
+def spawn_worker(spawner: Spawner) -> Iterator[Callable[..., tuple[Worker, Callable[..., Any]]]]:
+    """Start an extra worker, with other settings, for this test; returns it and a submit."""
+    with spawner.scope() as spawn:
+        yield spawn
 
 
 _SKIPPED: list[pytest.TestReport] = []

@@ -97,6 +97,24 @@ def make_app(settings: WorkerSettings, main: str = "kcw-client") -> Any:
     return app
 
 
+def close_app(app: Any) -> None:
+    """Close a client app and its result backend's Redis connections.
+
+    `Celery.close` only drops references, so the backend's sockets stay open until the
+    garbage collector finds them (and warns of each). The broker's connection pool is
+    shared by every app with the same URL and is left to kombu.
+    """
+    backend = app._backend
+    if backend is not None:
+        consumer = getattr(backend, "result_consumer", None)
+        if consumer is not None:
+            consumer.stop()
+        client = backend.__dict__.get("client")  # a cached_property: set once used
+        if client is not None:
+            client.connection_pool.disconnect()
+    app.close()
+
+
 def queue_keys(queue: str = QUEUE) -> list[str]:
     """The Redis lists that hold `queue`'s messages, one per priority level."""
     return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.broker import make_app, queue_full_message, refused_for_memory
+from worker.broker import close_app, make_app, queue_full_message, refused_for_memory
 from worker.config import WorkerSettings
 from worker.errors import JobWaitTimedOut, KcwError, LLMError, QueueFull
 from worker.jobs import registry
@@ -171,7 +171,7 @@ class JobClient:
 
     def close(self) -> None:
         if self._own_app:
-            self.app.close()
+            close_app(self.app)
 
     def __enter__(self) -> JobClient:
         return self

@@ -64,7 +64,7 @@ def backend_worker(
     if backend == "llamacpp":
         app = request.getfixturevalue("celery_app")
         return request.getfixturevalue("worker"), submitter(app)
-    spawn = request.getfixturevalue("spawn_worker")
+    spawn = request.getfixturevalue("session_spawn")
     return spawn(backend_server.url)  # type: ignore[no-any-return]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import RedisServer
+from tests.support.processes import BATCH_FEEDER_DB, RedisServer
 from worker.batches import runner as runner_module
 from worker.batches.feeder import Limits
 from worker.batches.files import FileStore, new_file_id
@@ -24,7 +24,7 @@ from worker.batches.records import BatchRecord, Internal
 from worker.batches.runner import BatchRunner
 from worker.batches.store import WAKE_CHANNEL, BatchStore
 
-DB = 12  # apart from the session worker's db 0
+DB = BATCH_FEEDER_DB  # no worker reads it
 ENDPOINT = "/v1/chat/completions"
 # A line skipped before any call needs no client: a call would fail on this context.
 NO_CONTEXT: Any = None

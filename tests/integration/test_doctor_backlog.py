@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 from tests.support.processes import client_app, start_redis
+from worker.broker import close_app
 from worker.ops.health import check_workers
 
 PAYLOAD = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -25,6 +26,6 @@ def test_doctor_counts_the_jobs_waiting_in_every_priority_list(tmp_path: Path) -
         assert check.status == "fail"
         assert "3 job(s) waiting in 'kcw'" in check.detail, check.detail
     finally:
-        app.close()
+        close_app(app)
         server.proc.kill()
         server.proc.wait()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import RedisServer, client_app, run_kcw, start_redis, worker_env
-from worker.broker import refused_for_memory
+from worker.broker import close_app, refused_for_memory
 from worker.client import JobClient
 from worker.errors import QueueFull
 
@@ -33,7 +33,7 @@ def full_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, list[str]]]:
         assert refused_for_memory(refused.value), refused.value
         yield server, queued
     finally:
-        app.close()
+        close_app(app)
         server.proc.kill()
         server.proc.wait()
 

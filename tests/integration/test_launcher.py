@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from tests.support.processes import MODEL, LLMServer, start_launcher, wait_until
+from worker.errors import ProcessStartError
+from worker.ops import llm_servers
 
 ENGINES = ["server", "python"]
 
@@ -92,6 +94,17 @@ def test_llama_server_exits_with_the_reason_when_the_model_is_not_gguf(tmp_path:
         assert "failed to load model" in server.log.read_text()
     finally:
         server.stop()
+
+
+def test_a_server_that_dies_while_loading_is_an_error_with_its_log(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"not a gguf file" * 100)
+    with pytest.raises(ProcessStartError) as raised:
+        llm_servers.start_launcher(tmp_path, garbage)
+    message = str(raised.value)
+    assert "exited with 1 before it was ready" in message
+    assert "failed to load model" in message  # the end of its log
+    assert "launcher-" in message  # and where the whole log is
 
 
 @pytest.mark.parametrize("engine", ENGINES)

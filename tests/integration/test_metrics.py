@@ -36,6 +36,7 @@ from tests.support.processes import (
 from tests.support.prometheus import running_prometheus
 from worker.batches.records import BatchRecord, Internal, RequestCounts
 from worker.batches.store import BatchStore
+from worker.broker import close_app
 from worker.llm.limits import window_for_slots
 from worker.ops.processes import free_port, spawn, wait_until
 from worker.ops.workers import celery_bin, worker_argv
@@ -91,7 +92,7 @@ def metered(tmp_path_factory: pytest.TempPathFactory, llm_server: LLMServer) -> 
         assert bad.state == "FAILURE"
         yield metered
     finally:
-        app.close()
+        close_app(app)
         stop(worker.proc)
         stop(redis.proc)
 
@@ -169,7 +170,7 @@ def test_kcw_top_once_json_reports_the_true_state(
     finally:
         rds.flushdb()
         rds.close()
-        app.close()
+        close_app(app)
 
 
 def promql_expressions() -> list[str]:
@@ -243,7 +244,7 @@ def test_json_logs_carry_the_job_id_and_kind(metered: Metered, llm_server: LLMSe
         bad = submitter(app)("chat", {"messages": []})
         assert bad.state == "FAILURE"
     finally:
-        app.close()
+        close_app(app)
         stop(worker.proc)
     entries = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
     assert entries, worker.output()[-2000:]
@@ -290,7 +291,7 @@ def test_flower_shows_our_workers_and_their_jobs(
 
         wait_until(shown, 60, "Flower to show the job")
     finally:
-        app.close()
+        close_app(app)
         stop(flower)
         stop(worker)
 

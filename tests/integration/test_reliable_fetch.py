@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import LLMServer, RedisServer, Worker
+from tests.support.processes import RELIABLE_FETCH_DB, LLMServer, RedisServer, Worker
 from worker.runtime.reliable_redis import FETCH_SCRIPT, Transport
 
 CHAT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
@@ -84,7 +84,7 @@ DELIVERY = {"delivery_info": {"exchange": "", "routing_key": "q"}}
 def test_the_script_records_what_it_takes_even_when_cjson_cannot_read_it(
     redis_server: RedisServer,
 ) -> None:
-    client = redis_server.client(db=9)  # a db no worker reads
+    client = redis_server.client(db=RELIABLE_FETCH_DB)  # a db no worker reads
     client.flushdb()
     client.lpush("q", _message("plain", "['hi']"))
     client.lpush("q", _message("surrogate", "['\ud800']"))  # cjson refuses \\ud800
@@ -109,7 +109,7 @@ def test_the_script_records_what_it_takes_even_when_cjson_cannot_read_it(
 def test_the_script_takes_from_the_first_queue_that_holds_a_message(
     redis_server: RedisServer,
 ) -> None:
-    client = redis_server.client(db=9)
+    client = redis_server.client(db=RELIABLE_FETCH_DB)
     client.flushdb()
     client.lpush("q-low", _message("low", "x"))
     client.lpush("q-high", _message("high", "x"))

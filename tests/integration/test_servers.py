@@ -21,6 +21,7 @@ from tests.support.processes import (
     stop,
     wait_until,
 )
+from worker.broker import close_app
 
 SMALL = {"N_PARALLEL": "2", "N_CTX": "1024"}
 
@@ -79,7 +80,7 @@ def test_a_server_stopped_mid_run_loses_no_job_and_comes_back(
         assert Counter(r.state for r in again) == {"SUCCESS": 16}
         assert served_by(again)["server-a"] > 0, served_by(again)
     finally:
-        app.close()
+        close_app(app)
     assert worker.alive()
 
 

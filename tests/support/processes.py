@@ -74,6 +74,10 @@ TEST_WORKER_SETTINGS = {
 }
 # The bearer key of every `kcw serve` the tests start.
 API_KEY = "test-batch-key-8Gq2"
+# Redis dbs of the session's server that a test reads by number, with no worker on them;
+# extra workers get the others (the session worker has 0).
+RELIABLE_FETCH_DB = 9
+BATCH_FEEDER_DB = 12
 
 
 def _started(start: Callable[[], T]) -> T:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -116,18 +117,29 @@ def start_launcher(
     proc = spawn([sys.executable, str(LAUNCHER)], log, full_env, cwd=tmp)
     server = LLMServer(port, proc, log, api_key=env.get("LLM_API_KEY", ""))
 
-    def port_open() -> bool:
+    def answers(status: int | None = None) -> bool:
+        """The launcher answers /health (with `status`); an exit is an error naming its log."""
         try:
-            server.health()
-            return True
+            code = server.health().status_code
         except httpx.HTTPError:
-            return False
+            code = None
+        if code is None and proc.poll() is not None:
+            code = proc.returncode
+            how = (
+                f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+            )
+            tail = log.read_text(errors="replace")[-2000:]
+            raise ProcessStartError(
+                f"the llama.cpp server {how} before it was ready (log: {log}); its log ends:\n"
+                f"{tail}"
+            )
+        return code is not None and (status is None or code == status)
 
     if not port_wait:
         return server
-    wait_until(port_open, 30, "launcher port")
+    wait_until(answers, 30, "launcher port")
     if wait:
-        wait_until(lambda: server.health().status_code == 200, 120, "llama.cpp model")
+        wait_until(lambda: answers(200), 120, "llama.cpp model")
     return server
 
 
