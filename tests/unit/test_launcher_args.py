@@ -199,6 +199,32 @@ def test_the_pinned_version_is_the_same_everywhere() -> None:
     assert "COPY scripts/llama-server-env" in dockerfile
 
 
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="AMX is an x86 extension")
+def test_native_x86_builds_leave_out_amx_and_portable_ones_need_not() -> None:
+    script = str(ROOT / "scripts/llama-server-env")
+
+    def cflags(**env: str) -> str:
+        done = subprocess.run(
+            [script, "cflags"], env={**os.environ, **env}, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    native = cflags(GGML_NATIVE="ON")
+    assert set(native.split()) == {"-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"}
+    assert cflags(GGML_NATIVE="OFF") == ""  # a named CPU level has no AMX unless asked
+    # The compiler agrees: with these flags, -march=native defines no AMX macro.
+    done = subprocess.run(
+        ["cc", *native.split(), "-march=native", "-dM", "-E", "-"],
+        input="",
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and "__AMX" not in done.stdout
+    # The Makefile hands them to pip's build of llama-cpp-python.
+    assert "$(LLAMA_SERVER_ENV) cflags" in (ROOT / "Makefile").read_text()
+
+
 def test_config_file_keeps_the_launchers_socket_and_no_interrupts(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     path = tmp_path / "models.json"
