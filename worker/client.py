@@ -17,7 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.broker import close_app, make_app, queue_full_message, refused_for_memory
+from worker.broker import (
+    close_app,
+    make_app,
+    queue_full_message,
+    refused_for_memory,
+    send_options,
+)
 from worker.config import WorkerSettings
 from worker.errors import JobWaitTimedOut, KcwError, LLMError, QueueFull
 from worker.jobs import registry
@@ -159,7 +165,7 @@ class JobClient:
     def send(self, name: str, payload: Any, *, kind: str | None = None) -> Job:
         """Queue a payload under any task name, registered or not (the wire format)."""
         try:
-            return Job(self.app.send_task(name, args=[payload]), kind)
+            return Job(self.app.send_task(name, args=[payload], **send_options(payload)), kind)
         except Exception as exc:
             if refused_for_memory(exc):
                 raise QueueFull(queue_full_message(exc)) from None

@@ -9,9 +9,19 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 import worker
-from worker.broker import QUEUE, celery_config
+from worker.broker import (
+    MAX_REPR_FIELDS,
+    QUEUE,
+    RESULT_BACKEND,
+    celery_config,
+    make_app,
+    send_options,
+)
 from worker.config import Settings, load_settings
+from worker.runtime.results import ResultBackend
 
 if TYPE_CHECKING:
     from tests.unit.conftest import SettingsFactory
@@ -89,8 +99,12 @@ def test_broker_and_backend_use_the_redis_url(make_settings: SettingsFactory) ->
 
     config = celery_config(settings)
 
-    assert config["broker_url"] == config["result_backend"] == settings.redis_url
-    assert config["broker_url"] == "redis://:s3cret%2Fpw@redis:6379/0"
+    assert config["broker_url"] == settings.redis_url == "redis://:s3cret%2Fpw@redis:6379/0"
+    # Our backend class, then the same URL.
+    assert config["result_backend"] == f"{RESULT_BACKEND}+{settings.redis_url}"
+    app = make_app(settings)
+    assert type(app.backend) is ResultBackend
+    assert app.backend.url == settings.redis_url
 
 
 def run_python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -107,6 +121,34 @@ def run_python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[
         timeout=60,
         check=False,
     )
+
+
+def test_a_message_shows_its_fields_not_its_prompt_and_declares_nothing() -> None:
+    payload = {"messages": [{"role": "user", "content": "a secret prompt"}], "max_tokens": 1}
+    options = send_options(payload)
+    assert options == {
+        "argsrepr": "({'messages': …, 'max_tokens': …},)",
+        "kwargsrepr": "{}",
+        "declare": [],
+    }
+    many = send_options({f"k{i}": i for i in range(MAX_REPR_FIELDS + 3)})["argsrepr"]
+    assert many.count(": …") == MAX_REPR_FIELDS and many.endswith(", …},)")
+    assert send_options(["not", "a", "dict"])["argsrepr"] == "(list,)"
+
+
+def test_a_result_wait_skips_celerys_zero_sleeps_and_keeps_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery.backends import asynchronous
+
+    from worker.runtime import results
+
+    assert asynchronous.sleep is results._sleep  # where Celery's consumer looks it up
+    slept: list[float] = []
+    monkeypatch.setattr(results.time, "sleep", slept.append)
+    results._sleep(0)
+    results._sleep(0.25)
+    assert slept == [0.25]
 
 
 def test_importing_worker_reads_no_settings_until_celery_needs_them(tmp_path: Path) -> None:

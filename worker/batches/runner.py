@@ -23,7 +23,7 @@ import redis
 from worker.batches.feeder import BatchFeeder, Limits, Sender
 from worker.batches.files import FileStore
 from worker.batches.store import WAKE_CHANNEL, BatchStore
-from worker.broker import queue_full_message, refused_for_memory
+from worker.broker import queue_full_message, refused_for_memory, send_options
 from worker.config import ApiSettings
 
 __all__ = [
@@ -67,7 +67,7 @@ def celery_sender(app: Any) -> Sender:
     """Send a line as a `kcw.batch_line` job through a Celery app configured like the workers."""
 
     def send(message: dict[str, Any], task_id: str) -> None:
-        app.send_task(LINE_TASK, args=[message], task_id=task_id)
+        app.send_task(LINE_TASK, args=[message], task_id=task_id, **send_options(message))
 
     return send
 
