@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from worker.broker import QUEUE
+from worker.broker import QUEUE, RESULT_BACKEND, send_options
 from worker.client import FINISHED, Job, JobClient, Progress
 from worker.config import WorkerSettings, load_settings
 from worker.errors import InvalidJobInput, JobWaitTimedOut, LLMError, UnknownJobKind
@@ -258,10 +258,12 @@ class RecordingApp:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, list[Any]]] = []
+        self.options: list[dict[str, Any]] = []
         self.closed = False
 
-    def send_task(self, name: str, args: list[Any]) -> Any:
+    def send_task(self, name: str, args: list[Any], **options: Any) -> Any:
         self.sent.append((name, args))
+        self.options.append(options)
 
         class Sent:
             id = "sent-1"
@@ -278,6 +280,7 @@ def test_submit_passes_the_task_name_and_payload_to_send_task() -> None:
     job = JobClient(app=app).submit("embed", {"texts": ["a"]})
 
     assert app.sent == [("kcw.embed", [{"texts": ["a"]}])]
+    assert app.options == [send_options({"texts": ["a"]})]
     assert job.id == "sent-1"
 
 
@@ -297,7 +300,8 @@ def test_a_client_from_settings_has_its_own_app_configured_like_the_workers() ->
 
     with JobClient(settings) as client:
         conf = client.app.conf
-        assert conf.broker_url == conf.result_backend == "redis://redis.test:6390/0"
+        assert conf.broker_url == "redis://redis.test:6390/0"
+        assert conf.result_backend == f"{RESULT_BACKEND}+redis://redis.test:6390/0"
         assert conf.task_default_queue == QUEUE
         assert conf.task_serializer == "json"
 
