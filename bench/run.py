@@ -333,7 +333,10 @@ def background_load(url: str, concurrency: int) -> Iterator[None]:
 
 
 def latency_pairs(bench: Bench, pairs: int) -> JSON:
-    """Client-side latency of one `kcw.chat` job against one direct request, alternating."""
+    """Client-side latency of one `kcw.chat` job against one direct request, alternating.
+
+    With metrics off measured too, each triple runs in a rotated order.
+    """
     app = bench.apps["b"][0]
     off = bench.apps["boff"][0] if "boff" in bench.apps else None
     url = bench.llm.url
@@ -353,14 +356,22 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
                 else nullcontext()
             )
             bodies = chat_bodies(3 * pairs, 1, f"pairs-{label}")
-            queued, plain, unmetered = [], [], []
+            queued: list[float] = []
+            plain: list[float] = []
+            unmetered: list[float] = []
+            arms: list[tuple[list[float], Callable[[JSON], float]]] = [
+                (plain, one_direct),
+                (queued, lambda body: single_latency(app, "kcw.chat", body)),
+            ]
+            if off is not None:
+                arms.append((unmetered, lambda body: single_latency(off, "kcw.chat", body)))
             with load:
                 one_direct(bodies[0])
                 for i in range(pairs):
-                    plain.append(one_direct(bodies[3 * i]))
-                    queued.append(single_latency(app, "kcw.chat", bodies[3 * i + 1]))
-                    if off is not None:
-                        unmetered.append(single_latency(off, "kcw.chat", bodies[3 * i + 2]))
+                    # Each pair in a rotated order, so that no arm always goes first.
+                    for k in range(len(arms)):
+                        sink, measure = arms[(i + k) % len(arms)]
+                        sink.append(measure(bodies[3 * i + k]))
             diffs = [q - p for q, p in zip(queued, plain, strict=True)]
             out[label] = {
                 "pairs": pairs,
