@@ -92,11 +92,17 @@ class Spawner:
         started: list[tuple[int, Worker, Any]] = []
 
         def spawn(llm_url: str, **overrides: str) -> tuple[Worker, Callable[..., Any]]:
+            if not self.free:
+                raise RuntimeError("every Redis db for extra test workers is in use")
             db = self.free.pop(0)
-            with self.redis_server.client(db=db) as rds:
-                rds.flushdb()
-            env = worker_env(self.redis_server, llm_url, REDIS_DB=str(db), **overrides)
-            extra = start_worker(self.tmp_root, env, f"db{db}")
+            try:
+                with self.redis_server.client(db=db) as rds:
+                    rds.flushdb()
+                env = worker_env(self.redis_server, llm_url, REDIS_DB=str(db), **overrides)
+                extra = start_worker(self.tmp_root, env, f"db{db}")
+            except BaseException:
+                self.free.append(db)  # a worker that did not start holds no db
+                raise
             app = client_app(self.redis_server, db)
             started.append((db, extra, app))
             return extra, submitter(app)
