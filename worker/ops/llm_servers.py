@@ -86,16 +86,25 @@ def launcher_env(
     }
 
 
-def wait_healthy(server: LLMServer, timeout: float, what: str) -> None:
-    """Wait for /health to answer 200; fail at once with the log if the process exits."""
+def wait_healthy(server: LLMServer, timeout: float, what: str, status: int | None = 200) -> None:
+    """Wait for /health to answer `status` (None: anything); if the process exits first, fail
+    at once with how it ended and the end of its log."""
 
     def ready() -> bool:
-        if server.proc.poll() is not None:
-            raise ProcessStartError(f"{what} exited at start:\n{server.log.read_text()[-3000:]}")
+        code = server.proc.poll()
+        if code is not None:
+            how = (
+                f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+            )
+            raise ProcessStartError(
+                f"the {what} {how} before it was ready (log: {server.log}); its log ends:\n"
+                f"{server.log.read_text(errors='replace')[-3000:]}"
+            )
         try:
-            return server.health().status_code == 200
+            answered = server.health().status_code
         except httpx.HTTPError:
             return False
+        return status is None or answered == status
 
     wait_until(ready, timeout, what)
 
@@ -116,30 +125,11 @@ def start_launcher(
     full_env = launcher_env(os.environ, model=model, port=port, **env)
     proc = spawn([sys.executable, str(LAUNCHER)], log, full_env, cwd=tmp)
     server = LLMServer(port, proc, log, api_key=env.get("LLM_API_KEY", ""))
-
-    def answers(status: int | None = None) -> bool:
-        """The launcher answers /health (with `status`); an exit is an error naming its log."""
-        try:
-            code = server.health().status_code
-        except httpx.HTTPError:
-            code = None
-        if code is None and proc.poll() is not None:
-            code = proc.returncode
-            how = (
-                f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
-            )
-            tail = log.read_text(errors="replace")[-2000:]
-            raise ProcessStartError(
-                f"the llama.cpp server {how} before it was ready (log: {log}); its log ends:\n"
-                f"{tail}"
-            )
-        return code is not None and (status is None or code == status)
-
     if not port_wait:
         return server
-    wait_until(answers, 30, "launcher port")
+    wait_healthy(server, 30, "llama.cpp server", status=None)  # the launcher answers
     if wait:
-        wait_until(lambda: answers(200), 120, "llama.cpp model")
+        wait_healthy(server, 120, "llama.cpp server")
     return server
 
 
