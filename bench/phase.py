@@ -2,7 +2,8 @@
 
 Every phase records each job's send and finish time and its generated tokens, the server's
 token counter through the phase, and the CPU seconds the queue's processes used. Rates come
-from the steady state (the middle 80% of the phase's jobs or tokens), not from its wall time.
+from the steady state (leaving out at least 10% of the phase's jobs or tokens at each end,
+in whole waves of its concurrency), not from its wall time.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.stats import percentile, steady_rate
+from bench.stats import percentile, steady_edges, steady_rate
 
 __all__ = ["Completion", "PhaseResult"]
 
@@ -65,7 +66,10 @@ class PhaseResult:
             return 0.0
         if self.jobs < STEADY_MIN_JOBS:  # too few for a window: the whole phase
             return points[-1][1] / max(1e-9, points[-1][0] - self.started)
-        return steady_rate(points)
+        return steady_rate(points, *self._edges())
+
+    def _edges(self) -> tuple[float, float]:
+        return steady_edges(self.jobs, self.concurrency)
 
     @property
     def jobs_per_s(self) -> float:
@@ -82,7 +86,7 @@ class PhaseResult:
         """The same from the server's own counter; None when it publishes none."""
         if len(self.counter) < 3 or self.counter[-1][1] <= self.counter[0][1]:
             return None
-        return steady_rate(self.counter)
+        return steady_rate(self.counter, *self._edges())
 
     @property
     def latencies(self) -> list[float]:

@@ -12,9 +12,10 @@ Setups, each sent the same work (unique prompts, exactly `max_tokens` generated)
       port and `--metrics`, at its best concurrency;
   (e) Batch API: one chat batch through `kcw serve`, driven with the `openai` SDK.
 Every repeat runs every setup once, in a rotated order. Rates come from the steady state
-(the middle 80% of a phase's tokens or jobs), from the jobs' `usage` and from the server's
-own token counter. Ratios are per repeat; the report gives their median and a bootstrap
-95% interval. CPU seconds per job of the workers, Redis and `kcw serve` come from /proc.
+(at least the middle 80% of a phase's tokens or jobs, its edges at whole waves), from the
+jobs' `usage` and from the server's own token counter. Ratios are per repeat; the report
+gives their median and a bootstrap 95% interval. CPU seconds per job of the workers, Redis
+and `kcw serve` come from /proc.
 
 Also measured once per run: the queue's latency from the client's side (`send_task` to
 the result read) against direct HTTP, in interleaved pairs, idle and under load; on

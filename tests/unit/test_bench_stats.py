@@ -12,7 +12,7 @@ from bench.batch_api import batch_lines, is_line
 from bench.counters import parse_counter
 from bench.phase import Completion, PhaseResult
 from bench.procs import cpu_seconds
-from bench.stats import interval, percentile, steady_rate
+from bench.stats import interval, percentile, steady_edges, steady_rate
 from bench.workload import chat_bodies
 
 
@@ -51,6 +51,39 @@ def test_steady_rate_counts_steps_exactly() -> None:
     for wave in range(1, 9):
         samples += [(10.0 * wave - 0.1, 64.0 * (wave - 1)), (10.0 * wave, 64.0 * wave)]
     assert steady_rate(samples) == pytest.approx(6.4)
+
+
+def test_steady_rate_takes_counts_seen_at_one_instant_as_one_sample() -> None:
+    # One job per point, several seen by the same poll: the edge takes the whole poll.
+    samples = [(0.0, 0.0)] + [(10.0, float(n)) for n in range(1, 11)]
+    samples += [(20.0, float(n)) for n in range(11, 21)]
+    samples += [(30.0, float(n)) for n in range(21, 31)]
+    assert steady_rate(samples, 0.3, 0.7) == pytest.approx(1.0)
+
+
+def test_steady_edges_round_up_to_whole_waves() -> None:
+    assert steady_edges(640, 64) == (0.1, 0.9)  # ten waves: 10% is one wave
+    assert steady_edges(512, 64) == (0.125, 0.875)  # eight waves: one whole wave each end
+    assert steady_edges(160, 8) == (0.1, 0.9)
+    assert steady_edges(160, 64) == (0.1, 0.9)  # under four waves: the plain share
+    assert steady_edges(100, 0) == (0.1, 0.9)
+
+
+def _polled_waves(waves: int, width: int, period: float) -> list[Completion]:
+    """Jobs that finish in lockstep waves, each wave seen over three polls (41, 11, 12)."""
+    jobs: list[Completion] = []
+    for wave in range(1, waves + 1):
+        end = wave * period
+        for at, count in ((end, 41), (end + 0.25, 11), (end + 0.5, width - 52)):
+            jobs += [Completion(0.0, at, 64) for _ in range(count)]
+    return jobs
+
+
+@pytest.mark.parametrize("waves", [8, 10])
+def test_a_phase_of_lockstep_waves_reads_one_wave_per_period(waves: int) -> None:
+    # vLLM on a CPU: 64 requests per wave, a wave every 25 s, polled as a batch is.
+    phase = PhaseResult("e batch api", "64", 0, 64, 0.0, _polled_waves(waves, 64, 25.0))
+    assert phase.tok_per_s == pytest.approx(64 * 64 / 25.0, rel=0.01)
 
 
 def test_steady_rate_refuses_a_phase_that_counted_nothing() -> None:
