@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from queue import Empty
 from typing import Any
 
 import pytest
+from kombu import Connection
+from kombu import Consumer as KombuConsumer
+from kombu import Queue as KombuQueue
 
 from tests.support.processes import RELIABLE_FETCH_DB, LLMServer, RedisServer, Worker
 from worker.runtime.reliable_redis import FETCH_SCRIPT, Transport
@@ -151,3 +155,31 @@ def test_an_ack_on_a_channel_closed_under_it_is_a_connection_error(
 
         with pytest.raises(tuple(connection.connection_errors)):
             channel.qos.ack("a-delivery-tag")
+
+
+def test_an_idle_channel_takes_a_message_with_the_reply_to_its_wait(
+    redis_server: RedisServer,
+) -> None:
+    """The wait and the fetch go out together: the reply that ends an idle wait already
+    holds the message, recorded in `unacked`, with no second round trip."""
+    url = f"redis://:{redis_server.password}@127.0.0.1:{redis_server.port}/{RELIABLE_FETCH_DB}"
+    redis_server.client(db=RELIABLE_FETCH_DB).flushdb()
+    got: list[Any] = []
+    with Connection(url, transport=Transport) as connection:
+        channel = connection.default_channel
+        queue = KombuQueue("idle-q", routing_key="idle-q")
+        consumer = KombuConsumer(channel, [queue], callbacks=[lambda body, _m: got.append(body)])
+        consumer.consume()
+        connection.transport.cycle._register_BRPOP(channel)  # the first fetch goes out
+        with pytest.raises(Empty):
+            channel._brpop_read()  # nothing queued: the channel now waits
+        with connection.Producer() as producer:
+            producer.publish({"n": 1}, routing_key="idle-q", declare=[queue])
+
+        assert channel._brpop_read() is True  # one read: the wait's reply and the message
+        assert got == [{"n": 1}]
+        client = redis_server.client(db=RELIABLE_FETCH_DB)
+        assert client.hlen("unacked") == 1
+        assert client.llen("idle-q") == 0
+        consumer.cancel()
+    redis_server.client(db=RELIABLE_FETCH_DB).flushdb()

@@ -11,8 +11,10 @@ where kombu's visibility timeout returns it to the queue if its worker dies).
 Waiting is separate from taking: when every queue is empty, the channel blocks on
 `BLMOVE q q RIGHT RIGHT`, which moves the last element of `q` onto the end of
 `q`: a no-op that returns as soon as `q` holds a message, without taking it. The
-fetch script then takes it. Under load a message costs one round trip (stock
-kombu needs two). Needs Redis 7.0 or newer (`BLMOVE`, script flags).
+fetch script is sent right behind it on the same connection, so Redis runs it the
+moment the wait ends and both replies come back together. A message costs one round
+trip, idle or under load (stock kombu needs two). Needs Redis 7.0 or newer (`BLMOVE`,
+script flags).
 
 Select it with Celery's `broker_transport` (see `worker.broker`); submitters may
 use it too, since publishing is unchanged.
@@ -151,19 +153,14 @@ class Channel(kombu_redis.Channel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         return [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
 
-    def _send_fetch(self) -> None:
-        keys = self._fetch_keys()
-        if not keys:
-            return
+    def _fetch_command(self, keys: list[str]) -> tuple[Any, ...]:
+        """The EVALSHA that takes the first message of `keys` and records it in `unacked`."""
         if self._fetch_sha is None:
             # On a pooled connection: this channel's own one may not carry other replies.
             with self.conn_or_acquire() as client:
                 self._fetch_sha = bytes_to_str(client.script_load(FETCH_SCRIPT))
         all_keys = [self.unacked_key, self.unacked_index_key, *keys]
-        self._in_poll = self.client.connection
-        self._brpop_sent_at = time.monotonic()
-        self._waiting = False
-        self.client.connection.send_command(
+        return (
             "EVALSHA",
             self._fetch_sha,
             len(all_keys),
@@ -171,18 +168,30 @@ class Channel(kombu_redis.Channel):
             repr(time.time()),
         )
 
-    def _send_wait(self, timeout: float | None = None) -> None:
-        """Block until the first queue holds a message, without taking it."""
+    def _send_fetch(self) -> None:
         keys = self._fetch_keys()
         if not keys:
             return
+        command = self._fetch_command(keys)
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
-        self._waiting = True
+        self._waiting = False
+        self.client.connection.send_command(*command)
+
+    def _send_wait(self, timeout: float | None = None) -> None:
+        """Block until the first queue holds a message, then take it: the wait and the
+        fetch go out together, and Redis runs the fetch as soon as the wait returns."""
+        keys = self._fetch_keys()
+        if not keys:
+            return
+        fetch = self._fetch_command(keys)
         wait = timeout if timeout is not None else self.brpop_timeout
-        self.client.connection.send_command(
-            "BLMOVE", self._key(keys[0]), self._key(keys[0]), "RIGHT", "RIGHT", wait or 0
-        )
+        block = ("BLMOVE", self._key(keys[0]), self._key(keys[0]), "RIGHT", "RIGHT", wait or 0)
+        connection = self.client.connection
+        self._in_poll = connection
+        self._brpop_sent_at = time.monotonic()
+        self._waiting = True
+        connection.send_packed_command(connection.pack_commands([block, fetch]))
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         if time.monotonic() >= self._resume_at:
@@ -190,9 +199,11 @@ class Channel(kombu_redis.Channel):
 
     def _brpop_read(self, **options: Any) -> bool:
         waited = self._waiting
-        command = "BLMOVE" if waited else "EVALSHA"
         try:
-            reply = self.client.parse_response(self.client.connection, command, **options)
+            if waited:
+                # The wait's own reply says nothing: the fetch behind it has the message.
+                self._read_wait_reply(**options)
+            reply = self.client.parse_response(self.client.connection, "EVALSHA", **options)
         except self.connection_errors:
             self.client.connection.disconnect()
             raise
@@ -209,10 +220,6 @@ class Channel(kombu_redis.Channel):
         finally:
             self._in_poll = None
             self._waiting = False
-        if waited:
-            # A message arrived (or the wait timed out): take whatever is there now.
-            self._send_fetch()
-            raise Empty()
         if not reply:
             self._send_wait()
             raise Empty()
@@ -232,6 +239,13 @@ class Channel(kombu_redis.Channel):
         self.connection._deliver(message, queue)
         self._flush_brpop_reauth()
         return True
+
+    def _read_wait_reply(self, **options: Any) -> None:
+        """Read the BLMOVE's reply; an error there still leaves the fetch's reply to read."""
+        try:
+            self.client.parse_response(self.client.connection, "BLMOVE", **options)
+        except self.ResponseError as exc:
+            log.warning("Redis refused to wait for a job (%s)", exc)
 
     def _drop(self, item: str, recorded: int) -> None:
         """A message that is no kombu message can never run: say so, and forget it."""
