@@ -12,7 +12,7 @@ LLAMA_SERVER_ENV := scripts/llama-server-env
 # LLAMACPP_ENGINE=server (compose builds it in the image); the test tiers run both engines.
 LLAMACPP_ENGINE ?= $(shell sed -n 's/^LLAMACPP_ENGINE=//p' .env 2>/dev/null | tail -n 1)
 
-.PHONY: help bench bench-smoke bench-table bench-depth bench-fetch bench-images system-deps test-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor flower top monitoring logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
+.PHONY: help bench bench-smoke bench-table bench-depth bench-fetch bench-ab bench-images system-deps test-deps venv env model models-hf vllm-env llama-server llama-batched-bench up down api worker demo doctor flower top monitoring logs test test-unit test-integration test-faults fault-table test-docker docker-env images lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
@@ -150,6 +150,10 @@ bench-depth: venv model llama-server ## llama-server filled to its slots or to s
 
 bench-fetch: venv ## what the atomic fetch costs against stock kombu's BRPOP (no-op jobs, repeated)
 	$(BIN)/python -m bench.fetch
+
+BASE ?= HEAD~1
+bench-ab: venv ## one job's latency through a worker on BASE (a commit, HEAD~1) and one on the working tree, paired
+	$(BIN)/python -m bench.worker_ab --base $(BASE)
 
 bench-images: venv docker-env ## time the llama.cpp image build cold, warm and from its prebuilt base (stand-in base; the cold build takes long)
 	$(BIN)/python -m bench.image_builds

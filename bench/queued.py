@@ -44,14 +44,21 @@ def client_app(server: RedisServer, db: int = 0) -> Celery:
 
 @contextmanager
 def celery_worker(
-    tmp: Path, env: dict[str, str], app: Celery, name: str, module: str, *extra: str
+    tmp: Path,
+    env: dict[str, str],
+    app: Celery,
+    name: str,
+    module: str,
+    *extra: str,
+    code: Path = ROOT,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`celery -A <module> worker --loglevel=warning [extra]`, stopped on exit."""
+    """`celery -A <module> worker --loglevel=warning [extra]`, stopped on exit; it imports
+    the project from `code` (a checkout of another commit, to compare two versions)."""
     log = tmp / f"worker-{name}.log"
     argv = worker_argv(
         app=module, loglevel="warning", hostname=f"{name}@%h", quiet=True, extra=extra
     )
-    full_env = {**env, "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])}
+    full_env = {**env, "PYTHONPATH": os.pathsep.join([str(code), env.get("PYTHONPATH", "")])}
     proc = spawn(argv, log, full_env, cwd=tmp)
     try:
 

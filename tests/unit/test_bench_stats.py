@@ -143,3 +143,14 @@ def test_cpu_seconds_counts_live_and_reaped_children() -> None:
         finally:
             child.kill()
     assert live >= 0.3  # the live child's time counts as ours
+
+
+@pytest.mark.parametrize("flag", ["--pairs", "--runs"])
+def test_worker_ab_refuses_a_count_below_one(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import worker_ab
+
+    with pytest.raises(SystemExit) as exited:
+        worker_ab.main(["--base", "HEAD", flag, "0"])
+
+    assert exited.value.code == 2
+    assert "--pairs and --runs must be at least 1" in capsys.readouterr().err
