@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from tests.unit.conftest import MODEL, FakeServer, chat_body, models_body
 from worker import deadline
 from worker.errors import (
     AuthenticationFailed,
@@ -28,7 +29,7 @@ from worker.llm.parsing import parse_completion
 from worker.llm.types import Usage
 
 if TYPE_CHECKING:
-    from tests.unit.conftest import ClientFactory, FakeServer, ServerFactory
+    from tests.unit.conftest import ClientFactory, ServerFactory
 
 URL = "http://llm.test:8000"
 CHAT = "/v1/chat/completions"
@@ -504,6 +505,36 @@ def test_chat_sends_the_api_key_everywhere(
     assert [r.headers.get("authorization") for r in server.requests] == [
         "Bearer sk-test-123"
     ] * 3  # /v1/models, /props, /v1/chat/completions
+
+
+def test_a_cookie_one_reply_sets_never_rides_on_a_later_request(
+    make_server: ServerFactory, make_client: ClientFactory
+) -> None:
+    server = make_server("llamacpp")
+    server.reply("POST", CHAT, 200, chat_body("one"), headers={"set-cookie": "session=abc"})
+    server.answer("two")
+    client = make_client(server)
+
+    client.chat(HI)
+    client.chat(HI)
+
+    assert [r.headers.get("cookie") for r in server.calls("POST", CHAT)] == [None, None]
+
+
+def test_a_server_url_with_a_path_keeps_it_for_the_chat_route(
+    make_server: ServerFactory, make_client: ClientFactory
+) -> None:
+    server = FakeServer()
+    server.reply("GET", "/llm/v1/models", 200, models_body("vllm", MODEL, 2048))
+    server.reply("POST", "/llm/v1/chat/completions", 200, chat_body("routed"))
+
+    completion = make_client(server, llm_server_url="http://gpu1:8000/llm/").chat(HI)
+
+    assert completion.text == "routed"
+    assert [r.url.path for r in server.calls("POST", "/llm/v1/chat/completions")] == [
+        "/llm/v1/chat/completions"
+    ]
+    assert server.calls("POST", CHAT) == []
 
 
 def test_without_api_key_the_raw_routes_send_no_authorization(

@@ -9,6 +9,7 @@ nothing retries twice.
 from __future__ import annotations
 
 import dataclasses
+import http.cookiejar
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,19 @@ JSON = dict[str, Any]
 T = TypeVar("T")
 # Seconds between two looks at vLLM's queue (`/metrics`) by one worker process.
 METRICS_INTERVAL_S = 5.0
+CHAT_PATH = "/v1/chat/completions"
+
+
+class NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing: the client is shared by every job of a worker, so a
+    cookie one reply set must not ride on other jobs' requests (and reading each reply's
+    headers for cookies costs time on every call)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
 
 
 class LLMClient:
@@ -77,6 +91,7 @@ class LLMClient:
             limits=limits,
             transport=self._transport,
             event_hooks={"request": [_tag_with_job]},
+            cookies=NoCookies(),
         )
         sdk = openai.OpenAI(
             base_url=f"{url}/v1",
@@ -270,7 +285,9 @@ class LLMClient:
             # a millisecond per call, which is most of a job's overhead on a fast server.
             started = time.perf_counter()
             response = endpoint.http.post(
-                "/v1/chat/completions", json={"model": info.model, **body}, timeout=self._timeout()
+                endpoint.route(CHAT_PATH),
+                json={"model": info.model, **body},
+                timeout=self._timeout(),
             )
             if response.is_error:
                 raise error_from_response(response, endpoint.url)

@@ -55,7 +55,9 @@ def post_raw(
 ) -> RawReply:
     """POST `body` to `path` on `endpoint`; an error status raises our error for it."""
     started = time.perf_counter()
-    response = endpoint.http.post(path, json=_with_model(body, info), timeout=timeout)
+    response = endpoint.http.post(
+        endpoint.route(path), json=_with_model(body, info), timeout=timeout
+    )
     if response.is_error:
         raise error_from_response(response, endpoint.url)
     data = response.json()

@@ -45,6 +45,17 @@ class Endpoint:
     next_probe: float = 0.0
     next_metrics: float = 0.0
     info_lock: threading.Lock = field(default_factory=threading.Lock)
+    routes: dict[str, httpx.URL] = field(default_factory=dict)
+
+    def route(self, path: str) -> httpx.URL:
+        """The absolute URL of `path` on this server, built once: httpx parses a relative
+        path against its base URL on every request otherwise."""
+        url = self.routes.get(path)
+        if url is None:
+            import httpx
+
+            url = self.routes[path] = httpx.URL(self.url.rstrip("/") + path)
+        return url
 
     @property
     def load(self) -> float:
