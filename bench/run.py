@@ -11,7 +11,8 @@ Setups, each sent the same work (unique prompts, exactly `max_tokens` generated)
   (d) plain llama-server (llama.cpp only): upstream `llama-server` with only its model, host,
       port and `--metrics`, at its best concurrency;
   (e) Batch API: one chat batch through `kcw serve`, driven with the `openai` SDK.
-Every repeat runs every setup once, in a rotated order. Rates come from the steady state
+Every repeat runs every setup once; setups compared in a ratio run next to each other, in
+an order that alternates and rotates from repeat to repeat. Rates come from the steady state
 (at least the middle 80% of a phase's tokens or jobs, its edges at whole waves), from the
 jobs' `usage` and from the server's own token counter. Ratios are per repeat; the report
 gives their median and a bootstrap 95% interval. CPU seconds per job of the workers, Redis
@@ -246,6 +247,24 @@ class Bench:
             )
         best = max(rows, key=lambda level: rows[level])
         return best, {"levels": rows, "best": best}
+
+
+# Setups whose rates are divided by each other run next to each other in every repeat, so
+# that a drift of the machine's speed between two distant phases is not read as a ratio.
+UNITS = (("a", "b", "e"), ("c",), ("d",), ("a1", "b1", "noop", "boff"))
+
+
+def repeat_order(keys: list[str], repeat: int) -> list[str]:
+    """The setups of one repeat: units of compared setups, rotated one place per repeat so
+    no unit always goes first, each in reverse order every other repeat so no setup of a
+    pair always runs before the other."""
+    units = [[k for k in unit if k in keys] for unit in UNITS]
+    units = [u for u in units if u] + [[k] for k in keys if not any(k in u for u in UNITS)]
+    shift = repeat % len(units)
+    ordered = units[shift:] + units[:shift]
+    if repeat % 2:
+        ordered = [list(reversed(u)) for u in ordered]
+    return [key for unit in ordered for key in unit]
 
 
 def levels_for(backend: str, slot_count: int | None) -> list[int]:
@@ -589,10 +608,10 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                 )
             )
 
+        by_key = {key: run for key, _workload, _conc, run in setups}
         for r in range(repeats):
-            shift = r % len(setups)
-            for _key, _workload, _conc, run in setups[shift:] + setups[:shift]:
-                run(r)
+            for key in repeat_order(list(by_key), r):
+                by_key[key](r)
 
         result["pool_threads_b"] = threads_b
         result["phases"] = [p.summary() for p in bench.phases]

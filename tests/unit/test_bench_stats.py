@@ -154,3 +154,32 @@ def test_worker_ab_refuses_a_count_below_one(flag: str, capsys: pytest.CaptureFi
 
     assert exited.value.code == 2
     assert "--pairs and --runs must be at least 1" in capsys.readouterr().err
+
+
+def test_each_repeat_runs_compared_setups_side_by_side_in_alternating_order() -> None:
+    from bench.run import repeat_order
+
+    keys = ["a", "b", "c", "e", "d", "a1", "b1"]
+    orders = [repeat_order(keys, r) for r in range(5)]
+
+    for order in orders:
+        assert sorted(order) == sorted(keys)
+        assert abs(order.index("a") - order.index("b")) == 1
+        assert abs(order.index("a1") - order.index("b1")) == 1
+        assert abs(order.index("e") - order.index("b")) == 1
+    assert [order.index("a") < order.index("b") for order in orders] == [
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert len({order[0] for order in orders}) >= 3  # no setup always goes first
+
+
+def test_the_instant_bench_keeps_its_one_token_setups_together() -> None:
+    from bench.run import repeat_order
+
+    order = repeat_order(["a", "b", "a1", "b1", "noop", "boff"], 1)
+
+    assert order == ["boff", "noop", "b1", "a1", "b", "a"]
