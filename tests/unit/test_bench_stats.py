@@ -183,3 +183,15 @@ def test_the_instant_bench_keeps_its_one_token_setups_together() -> None:
     order = repeat_order(["a", "b", "a1", "b1", "noop", "boff"], 1)
 
     assert order == ["boff", "noop", "b1", "a1", "b", "a"]
+
+
+def test_the_edges_report_reads_a_batch_of_waves_both_ways() -> None:
+    from bench.edges import readings
+
+    phase = PhaseResult("e batch api", "64", 0, 64, 0.0, _polled_waves(8, 64, 25.0))
+    figures = readings(phase)
+
+    assert figures["usage_whole_waves"] == pytest.approx(163.8, abs=0.1)  # 4096 tokens / 25 s
+    assert figures["usage_fixed_10_90"] is not None
+    assert figures["usage_fixed_10_90"] < 0.99 * 163.8  # a part wave over a whole wave's time
+    assert figures["counter_whole_waves"] is None  # no counter sampled here
