@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         bench = Bench(argparse.Namespace(backend=args.backend), tmp, stack)
         url = bench.llm.url
-        width = levels_for(args.backend, slots(url))[0]
+        slot_count = slots(url)
+        width = levels_for(args.backend, slot_count)[0]
         bench.worker("b", 0)
         threads = pool_size(bench.apps["b"][0], "b")
         api = start_api(tmp, {**bench.env, "REDIS_DB": "0", "KCW_API_KEY": ""}, "api")
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                         bodies = chat_bodies(args.batch_lines, args.max_tokens, f"ee{r}")
                         done = batch_api.run_batch(api.url, "", bodies)[1]
                         conc = threads
-                phase = PhaseResult(setup, str(args.max_tokens), r, conc, begin, done)
+                phase = PhaseResult(
+                    setup, str(args.max_tokens), r, conc, begin, done, server_width=slot_count
+                )
                 phase.counter = sampler.samples
                 print(f"  r{r} {setup:<12} {len(done)} jobs at {conc}: {readings(phase)}")
     return 0

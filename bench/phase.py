@@ -44,6 +44,9 @@ class PhaseResult:
     counter: list[tuple[float, float]] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)
     extra: JSON = field(default_factory=dict)
+    # Requests the server runs at once, when fewer than `concurrency` (llama-server's
+    # slots): the width of the waves its jobs finish in.
+    server_width: int | None = None
 
     @property
     def jobs(self) -> int:
@@ -69,7 +72,10 @@ class PhaseResult:
         return steady_rate(points, *self._edges())
 
     def _edges(self) -> tuple[float, float]:
-        return steady_edges(self.jobs, self.concurrency)
+        width = self.concurrency
+        if self.server_width:
+            width = min(width, self.server_width)
+        return steady_edges(self.jobs, width)
 
     @property
     def jobs_per_s(self) -> float:

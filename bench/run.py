@@ -169,6 +169,7 @@ class Bench:
         self.phases: list[PhaseResult] = []
         self.apps: dict[str, tuple[Celery, redis.Redis, int]] = {}
         self.best_a = 1
+        self.server_width: int | None = None  # llama-server's slots, once known
 
     def _start_server(self) -> LLMServer:
         if self.backend == "llamacpp":
@@ -199,7 +200,10 @@ class Bench:
         pids: dict[str, int],
         action: Action,
         started: float | None = None,
+        server_width: int | None = None,
     ) -> PhaseResult:
+        """Run `action` as one phase; `server_width` is the server's parallel requests when
+        it is not the bench's own server (plain llama-server's slots)."""
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         sampler = CounterSampler(counter_url) if counter_url else None
         with sampler or nullcontext():
@@ -214,6 +218,7 @@ class Bench:
             completions,
             counter=sampler.samples if sampler else [],
             cpu_s={name: cpu_seconds(pid) - before[name] for name, pid in pids.items()},
+            server_width=server_width or self.server_width,
         )
         self.phases.append(result)
         summary = result.summary()
@@ -460,6 +465,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
         llm_url = bench.llm.url
         counter_url = llm_url if bench.llm_like else None
         slot_count = slots(llm_url) if args.backend == "llamacpp" else None
+        bench.server_width = slot_count
         print(f"{args.backend} up at {llm_url}; slots {slot_count}", flush=True)
         result["slots"] = slot_count
         best_a, result["sweep_a"] = bench.sweep(
@@ -574,6 +580,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                                 chat_bodies(max(MIN_JOBS, waves * best_d), mt, f"d{r}"),
                                 best_d,
                             ),
+                            server_width=plain_slots,
                         ),
                     )
                 )

@@ -79,6 +79,15 @@ def _polled_waves(waves: int, width: int, period: float) -> list[Completion]:
     return jobs
 
 
+def test_waves_are_as_wide_as_the_server_runs_at_once() -> None:
+    jobs = [Completion(0.0, 1.0 + i, 64) for i in range(160)]
+    queued = PhaseResult("b pipeline", "64", 0, 10, 0.0, jobs)
+    slotted = PhaseResult("b pipeline", "64", 0, 10, 0.0, jobs, server_width=8)
+
+    assert queued._edges() == (0.125, 0.875)  # waves of 10
+    assert slotted._edges() == (0.1, 0.9)  # 10 in flight, 8 slots: waves of 8
+
+
 @pytest.mark.parametrize("waves", [8, 10])
 def test_a_phase_of_lockstep_waves_reads_one_wave_per_period(waves: int) -> None:
     # vLLM on a CPU: 64 requests per wave, a wave every 25 s, polled as a batch is.
