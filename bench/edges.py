@@ -2,12 +2,12 @@
 
     .venv/bin/python -m bench.edges --backend vllm [--repeats 2] [--batch-lines 512]
 
-Runs (a) direct load at the backend's best concurrency (64 on vLLM, the slots on
-llama-server) and (e) one Batch API batch through a worker and `kcw serve`, `--repeats`
-times, and prints each phase's rate from the jobs' `usage` and from the server's counter,
-with edges at a fixed 10% and 90% and at whole waves (what the bench uses), beside the
-whole phase's rate. A server that runs its requests in lockstep finishes them in waves; this
-shows what the edges do to such a phase.
+Runs (a) direct load at `--concurrency` (by default the slots of llama-server, 64 on vLLM,
+where the bench's sweep finds each server's best) and (e) one Batch API batch through a
+worker and `kcw serve`, `--repeats` times, and prints each phase's rate from the jobs'
+`usage` and from the server's counter, with edges at a fixed 10% and 90% and at whole
+waves (what the bench uses), beside the whole phase's rate. A server that runs its requests
+in lockstep finishes them in waves; this shows what the edges do to such a phase.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waves", type=int, default=10, help="(a) jobs = waves x concurrency")
     parser.add_argument("--batch-lines", type=int, default=512)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="of (a); the slots, or 64 on vLLM (the sweep's best there)",
+    )
     args = parser.parse_args(argv)
     if min(args.repeats, args.waves, args.batch_lines, args.max_tokens) < 1:
         parser.error("--repeats, --waves, --batch-lines and --max-tokens must be at least 1")
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(argparse.Namespace(backend=args.backend), tmp, stack)
         url = bench.llm.url
         slot_count = slots(url)
-        width = levels_for(args.backend, slot_count)[0]
+        width = args.concurrency or slot_count or max(levels_for(args.backend, None))
         bench.worker("b", 0)
         threads = pool_size(bench.apps["b"][0], "b")
         api = start_api(tmp, {**bench.env, "REDIS_DB": "0", "KCW_API_KEY": ""}, "api")
