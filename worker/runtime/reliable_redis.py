@@ -185,7 +185,8 @@ class Channel(kombu_redis.Channel):
         if not keys:
             return
         # The fetch's `unacked_index` score is this clock, up to one wait (brpop_timeout,
-        # 1 s) before the job is taken: against a visibility timeout of minutes, nothing.
+        # 1 s) before the job is taken: against the visibility timeout (over half an hour by
+        # default) a second at most.
         fetch = self._fetch_command(keys)
         wait = timeout if timeout is not None else self.brpop_timeout
         block = ("BLMOVE", self._key(keys[0]), self._key(keys[0]), "RIGHT", "RIGHT", wait or 0)
