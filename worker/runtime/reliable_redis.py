@@ -168,15 +168,18 @@ class Channel(kombu_redis.Channel):
             repr(time.time()),
         )
 
+    def _send(self, commands: list[tuple[Any, ...]], *, waiting: bool) -> None:
+        """Send `commands` in one write on the polled connection, which now awaits them."""
+        connection = self.client.connection
+        self._in_poll = connection
+        self._brpop_sent_at = time.monotonic()
+        self._waiting = waiting
+        connection.send_packed_command(connection.pack_commands(commands))
+
     def _send_fetch(self) -> None:
         keys = self._fetch_keys()
-        if not keys:
-            return
-        command = self._fetch_command(keys)
-        self._in_poll = self.client.connection
-        self._brpop_sent_at = time.monotonic()
-        self._waiting = False
-        self.client.connection.send_command(*command)
+        if keys:
+            self._send([self._fetch_command(keys)], waiting=False)
 
     def _send_wait(self, timeout: float | None = None) -> None:
         """Block until the first queue holds a message, then take it: the wait and the
@@ -190,11 +193,7 @@ class Channel(kombu_redis.Channel):
         fetch = self._fetch_command(keys)
         wait = timeout if timeout is not None else self.brpop_timeout
         block = ("BLMOVE", self._key(keys[0]), self._key(keys[0]), "RIGHT", "RIGHT", wait or 0)
-        connection = self.client.connection
-        self._in_poll = connection
-        self._brpop_sent_at = time.monotonic()
-        self._waiting = True
-        connection.send_packed_command(connection.pack_commands([block, fetch]))
+        self._send([block, fetch], waiting=True)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         if time.monotonic() >= self._resume_at:
