@@ -11,7 +11,7 @@ import httpx
 
 from bench.phase import Completion
 
-__all__ = ["direct", "served_model"]
+__all__ = ["direct", "served_model", "timed_request"]
 
 JSON = dict[str, Any]
 
@@ -20,6 +20,13 @@ def served_model(url: str) -> str:
     """The model id the server lists first."""
     data = httpx.get(f"{url}/v1/models", timeout=30).json()
     return str(data["data"][0]["id"])
+
+
+def timed_request(client: httpx.Client, model: str, body: JSON) -> float:
+    """Seconds for one chat request straight to the server `client` is bound to."""
+    started = time.perf_counter()
+    client.post("/v1/chat/completions", json={**body, "model": model}).raise_for_status()
+    return time.perf_counter() - started
 
 
 async def _direct(url: str, model: str, bodies: list[JSON], concurrency: int) -> list[Completion]:

@@ -33,13 +33,8 @@ __all__ = ["main", "readings"]
 
 def readings(phase: PhaseResult) -> dict[str, float | None]:
     """The phase's rates: whole, and steady with fixed and with whole-wave edges."""
-    points = [(phase.started, 0.0)]
-    total = 0.0
-    for c in sorted(phase.completions, key=lambda c: c.done):
-        total += c.tokens
-        points.append((c.done, total))
-    counter = phase.counter
-    end = points[-1][0]
+    points = phase.cumulative("tokens")
+    end, total = points[-1]
 
     def fixed(samples: list[tuple[float, float]]) -> float | None:
         return round(steady_rate(samples), 1) if len(samples) > 2 else None
@@ -48,7 +43,7 @@ def readings(phase: PhaseResult) -> dict[str, float | None]:
         "whole_tok_per_s": round(total / (end - phase.started), 1),
         "usage_fixed_10_90": fixed(points),
         "usage_whole_waves": round(phase.tok_per_s, 1),
-        "counter_fixed_10_90": fixed(counter),
+        "counter_fixed_10_90": fixed(phase.counter),
         "counter_whole_waves": (
             round(phase.server_tok_per_s, 1) if phase.server_tok_per_s is not None else None
         ),
@@ -95,9 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                         done = batch_api.run_batch(api.url, "", bodies)[1]
                         conc = threads
                 phase = PhaseResult(
-                    setup, str(args.max_tokens), r, conc, begin, done, server_width=slot_count
+                    setup,
+                    str(args.max_tokens),
+                    r,
+                    conc,
+                    begin,
+                    done,
+                    counter=sampler.samples,
+                    server_width=slot_count,
                 )
-                phase.counter = sampler.samples
                 print(f"  r{r} {setup:<12} {len(done)} jobs at {conc}: {readings(phase)}")
     return 0
 

@@ -56,7 +56,8 @@ class PhaseResult:
     def failures(self) -> int:
         return sum(not c.ok for c in self.completions)
 
-    def _cumulative(self, weight: str) -> list[tuple[float, float]]:
+    def cumulative(self, weight: str) -> list[tuple[float, float]]:
+        """(time, jobs or tokens done so far) at the phase's start and at each finish."""
         points, total = [(self.started, 0.0)], 0.0
         for c in sorted(self.completions, key=lambda c: c.done):
             total += c.tokens if weight == "tokens" else 1
@@ -64,7 +65,7 @@ class PhaseResult:
         return points
 
     def _rate(self, weight: str) -> float:
-        points = self._cumulative(weight)
+        points = self.cumulative(weight)
         if points[-1][1] <= 0:
             return 0.0
         if self.jobs < STEADY_MIN_JOBS:  # too few for a window: the whole phase

@@ -12,7 +12,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,14 @@ from worker.ops.processes import spawn, stop, wait_until
 from worker.ops.redis_server import RedisServer
 from worker.ops.workers import worker_argv
 
-__all__ = ["celery_worker", "client_app", "pool_size", "run_jobs", "single_latency"]
+__all__ = [
+    "celery_worker",
+    "client_app",
+    "pool_size",
+    "rotated",
+    "run_jobs",
+    "single_latency",
+]
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,3 +203,17 @@ def single_latency(app: Celery, task: str, body: JSON) -> float:
     if not isinstance(result, dict):
         raise RuntimeError(f"{task} returned {result!r}")
     return elapsed
+
+
+def rotated(
+    measures: Sequence[Callable[[JSON], float]], rounds: int, bodies: Sequence[JSON]
+) -> list[list[float]]:
+    """Each measure once per round, one body each, the order rotated one place a round so
+    that none always goes first; one list of results per measure."""
+    out: list[list[float]] = [[] for _ in measures]
+    width = len(measures)
+    for i in range(rounds):
+        for k in range(width):
+            arm = (i + k) % width
+            out[arm].append(measures[arm](bodies[width * i + k]))
+    return out

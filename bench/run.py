@@ -53,11 +53,18 @@ from celery import Celery
 
 from bench import batch_api
 from bench.counters import CounterSampler
-from bench.direct import direct, served_model
+from bench.direct import direct, served_model, timed_request
 from bench.phase import Completion, PhaseResult
 from bench.procs import cpu_seconds
 from bench.provenance import code_commit, cpu_model
-from bench.queued import celery_worker, client_app, pool_size, run_jobs, single_latency
+from bench.queued import (
+    celery_worker,
+    client_app,
+    pool_size,
+    rotated,
+    run_jobs,
+    single_latency,
+)
 from bench.stats import interval, percentile
 from bench.workload import chat_bodies
 from worker.errors import NotRunnableHere
@@ -370,9 +377,7 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
     with httpx.Client(base_url=url, timeout=600) as client:
 
         def one_direct(body: JSON) -> float:
-            started = time.perf_counter()
-            client.post("/v1/chat/completions", json={**body, "model": model}).raise_for_status()
-            return time.perf_counter() - started
+            return timed_request(client, model, body)
 
         for label in ("idle", "under load"):
             load = (
@@ -381,22 +386,17 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
                 else nullcontext()
             )
             bodies = chat_bodies(3 * pairs, 1, f"pairs-{label}")
-            queued: list[float] = []
-            plain: list[float] = []
-            unmetered: list[float] = []
-            arms: list[tuple[list[float], Callable[[JSON], float]]] = [
-                (plain, one_direct),
-                (queued, lambda body: single_latency(app, "kcw.chat", body)),
+            arms: list[Callable[[JSON], float]] = [
+                one_direct,
+                lambda body: single_latency(app, "kcw.chat", body),
             ]
             if off is not None:
-                arms.append((unmetered, lambda body: single_latency(off, "kcw.chat", body)))
+                arms.append(lambda body: single_latency(off, "kcw.chat", body))
             with load:
                 one_direct(bodies[0])
-                for i in range(pairs):
-                    # Each pair in a rotated order, so that no arm always goes first.
-                    for k in range(len(arms)):
-                        sink, measure = arms[(i + k) % len(arms)]
-                        sink.append(measure(bodies[3 * i + k]))
+                # Each pair (or triple) in a rotated order, so that no arm always goes first.
+                plain, queued, *rest = rotated(arms, pairs, bodies)
+            unmetered = rest[0] if rest else []
             diffs = [q - p for q, p in zip(queued, plain, strict=True)]
             out[label] = {
                 "pairs": pairs,

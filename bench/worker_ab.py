@@ -18,7 +18,6 @@ import secrets
 import statistics
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -26,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from bench.direct import served_model
-from bench.queued import ROOT, celery_worker, client_app, single_latency
+from bench.direct import served_model, timed_request
+from bench.queued import ROOT, celery_worker, client_app, rotated, single_latency
 from bench.run import start_instant
 from bench.stats import interval, percentile
 from bench.workload import chat_bodies
@@ -82,29 +81,20 @@ def compare(base: str, pairs: int, runs: int) -> list[JSON]:
         model = served_model(llm.url)
         client = stack.enter_context(httpx.Client(base_url=llm.url, timeout=60))
 
-        def direct(body: JSON) -> float:
-            started = time.perf_counter()
-            client.post("/v1/chat/completions", json={**body, "model": model}).raise_for_status()
-            return time.perf_counter() - started
-
         def queued(name: str) -> Callable[[JSON], float]:
             return lambda body: single_latency(apps[name], "kcw.chat", body)
 
-        arms = [("direct", direct), ("base", queued("base")), ("head", queued("head"))]
+        arms = [lambda body: timed_request(client, model, body), queued("base"), queued("head")]
         for run in range(runs):
-            bodies = chat_bodies(3 * pairs + len(arms), 1, f"ab{run}")
-            for k, (_, measure) in enumerate(arms):
+            bodies = chat_bodies(len(arms) * (pairs + 1), 1, f"ab{run}")
+            for k, measure in enumerate(arms):
                 measure(bodies[-1 - k])  # warm each path once
-            times: dict[str, list[float]] = {name: [] for name, _ in arms}
-            for i in range(pairs):
-                for k in range(len(arms)):
-                    name, measure = arms[(i + k) % len(arms)]
-                    times[name].append(measure(bodies[3 * i + k]))
+            plain, on_base, on_head = rotated(arms, pairs, bodies)
             over = {
-                name: [q - d for q, d in zip(times[name], times["direct"], strict=True)]
-                for name in ("base", "head")
+                "base": [q - d for q, d in zip(on_base, plain, strict=True)],
+                "head": [q - d for q, d in zip(on_head, plain, strict=True)],
             }
-            diffs = [h - b for h, b in zip(times["head"], times["base"], strict=True)]
+            diffs = [h - b for h, b in zip(on_head, on_base, strict=True)]
             spread = interval(diffs)
             row = {
                 "run": run,

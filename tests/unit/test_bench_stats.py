@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -204,3 +205,24 @@ def test_the_edges_report_reads_a_batch_of_waves_both_ways() -> None:
     assert figures["usage_fixed_10_90"] is not None
     assert figures["usage_fixed_10_90"] < 0.99 * 163.8  # a part wave over a whole wave's time
     assert figures["counter_whole_waves"] is None  # no counter sampled here
+
+
+def test_rotated_arms_take_turns_going_first_and_never_share_a_body() -> None:
+    from bench.queued import rotated
+
+    calls: list[tuple[str, int]] = []
+
+    def arm(name: str) -> Any:
+        def measure(body: dict[str, int]) -> float:
+            calls.append((name, body["n"]))
+            return float(body["n"])
+
+        return measure
+
+    bodies = [{"n": n} for n in range(9)]
+    out = rotated([arm("x"), arm("y"), arm("z")], 3, bodies)
+
+    assert [name for name, _ in calls[::3]] == ["x", "y", "z"]  # who went first, per round
+    assert sorted(n for _, n in calls) == list(range(9))
+    assert [len(results) for results in out] == [3, 3, 3]
+    assert out[0] == [0.0, 5.0, 7.0]  # x: first, then last, then second
