@@ -379,9 +379,13 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
         def one_direct(body: JSON) -> float:
             return timed_request(client, model, body)
 
+        # The load leaves two of the server's parallel requests free (llama-server's
+        # slots, which the best concurrency may exceed), so a probe is not timed waiting
+        # for a slot.
+        width = min(bench.best_a, bench.server_width or bench.best_a)
         for label in ("idle", "under load"):
             load = (
-                background_load(url, max(1, bench.best_a - 2))
+                background_load(url, max(1, width - 2))
                 if label == "under load"
                 else nullcontext()
             )
