@@ -385,9 +385,7 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
         width = min(bench.best_a, bench.server_width or bench.best_a)
         for label in ("idle", "under load"):
             load = (
-                background_load(url, max(1, width - 2))
-                if label == "under load"
-                else nullcontext()
+                background_load(url, max(1, width - 2)) if label == "under load" else nullcontext()
             )
             bodies = chat_bodies(3 * pairs, 1, f"pairs-{label}")
             arms: list[Callable[[JSON], float]] = [
