@@ -13,12 +13,18 @@ from typing import Any
 
 from bench.stats import percentile, steady_edges, steady_rate
 
-__all__ = ["Completion", "PhaseResult"]
+__all__ = ["Completion", "PhaseResult", "served_at_once"]
 
 JSON = dict[str, Any]
 # Below this many jobs a phase has no steady state to speak of (smoke runs); its rate is
 # then taken over the whole phase.
 STEADY_MIN_JOBS = 20
+
+
+def served_at_once(concurrency: int, server_width: int | None) -> int:
+    """Requests the server runs together at `concurrency` in flight: no more than its
+    parallel requests (llama-server's slots) when those are known."""
+    return min(concurrency, server_width) if server_width else concurrency
 
 
 @dataclass(frozen=True)
@@ -73,10 +79,7 @@ class PhaseResult:
         return steady_rate(points, *self._edges())
 
     def _edges(self) -> tuple[float, float]:
-        width = self.concurrency
-        if self.server_width:
-            width = min(width, self.server_width)
-        return steady_edges(self.jobs, width)
+        return steady_edges(self.jobs, served_at_once(self.concurrency, self.server_width))
 
     @property
     def jobs_per_s(self) -> float:

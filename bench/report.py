@@ -297,10 +297,12 @@ def render(data: JSON, source: str) -> str:
     data = {**data, "backends": {k: v for k, v in data["backends"].items() if k not in skipped}}
     info = data["machine"]
     commits = {k: v.get("commit") for k, v in data["backends"].items()}
-    if len(set(commits.values())) == 1 and all(commits.values()):
-        where = f"commit {next(iter(commits.values()))}"
-    elif commits and all(commits.values()):
-        where = "commits " + ", ".join(f"{c} ({NAMES[k]})" for k, c in commits.items())
+    if commits and all(commits.values()):
+        distinct = set(commits.values())
+        if len(distinct) == 1:
+            where = f"commit {distinct.pop()}"
+        else:
+            where = "commits " + ", ".join(f"{c} ({NAMES[k]})" for k, c in commits.items())
     else:
         where = f"commit {info['commit']}"
     lines = [

@@ -54,7 +54,7 @@ from celery import Celery
 from bench import batch_api
 from bench.counters import CounterSampler
 from bench.direct import direct, served_model, timed_request
-from bench.phase import Completion, PhaseResult
+from bench.phase import Completion, PhaseResult, served_at_once
 from bench.procs import cpu_seconds
 from bench.provenance import code_commit, cpu_model
 from bench.queued import (
@@ -382,7 +382,7 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
         # The load leaves two of the server's parallel requests free (llama-server's
         # slots, which the best concurrency may exceed), so a probe is not timed waiting
         # for a slot.
-        width = min(bench.best_a, bench.server_width or bench.best_a)
+        width = served_at_once(bench.best_a, bench.server_width)
         for label in ("idle", "under load"):
             load = (
                 background_load(url, max(1, width - 2)) if label == "under load" else nullcontext()
