@@ -4,14 +4,16 @@ flight over a warm connection pool. The best concurrency is the server's limit."
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from bench.phase import Completion
 
-__all__ = ["direct", "served_model", "timed_request"]
+__all__ = ["direct", "served_model", "steady", "timed_request"]
 
 JSON = dict[str, Any]
 
@@ -55,3 +57,36 @@ async def _direct(url: str, model: str, bodies: list[JSON], concurrency: int) ->
 def direct(url: str, bodies: list[JSON], concurrency: int) -> list[Completion]:
     """Send every body with at most `concurrency` in flight; one completion per body."""
     return asyncio.run(_direct(url, served_model(url), bodies, concurrency))
+
+
+async def _steady(
+    url: str,
+    model: str,
+    make_body: Callable[[], JSON],
+    concurrency: int,
+    halt: threading.Event,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> int:
+    """`concurrency` lanes, each sending its next request the moment its last one ends,
+    until `halt` is set; returns how many requests completed."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=url, timeout=3600, limits=limits, transport=transport
+    ) as client:
+
+        async def lane() -> int:
+            done = 0
+            while not halt.is_set():
+                body = {**make_body(), "model": model}
+                response = await client.post("/v1/chat/completions", json=body)
+                response.raise_for_status()
+                done += 1
+            return done
+
+        return sum(await asyncio.gather(*(lane() for _ in range(concurrency))))
+
+
+def steady(url: str, make_body: Callable[[], JSON], concurrency: int, halt: threading.Event) -> int:
+    """A load that keeps `concurrency` requests in flight without a gap until `halt` is set
+    (a new body from `make_body` for each); returns how many requests completed."""
+    return asyncio.run(_steady(url, served_model(url), make_body, concurrency, halt))

@@ -41,8 +41,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import ExitStack, nullcontext
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from celery import Celery
 
 from bench import batch_api
 from bench.counters import CounterSampler
-from bench.direct import direct, served_model, timed_request
+from bench.direct import direct, served_model, steady, timed_request
 from bench.phase import Completion, PhaseResult, served_at_once
 from bench.procs import cpu_seconds
 from bench.provenance import code_commit, cpu_model
@@ -143,7 +143,7 @@ def machine() -> JSON:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "llama_cpp_build": stamp,
-        "commit": code_commit("worker", "tasks", "bench"),
+        "commit": code_commit("worker", "tasks", "bench", ":(exclude)bench/results"),
         "host": socket.gethostname(),
     }
 
@@ -345,23 +345,38 @@ def setup_rows(phases: list[PhaseResult]) -> JSON:
     return out
 
 
-@contextmanager
-def background_load(url: str, concurrency: int) -> Iterator[None]:
-    """Direct requests (64 tokens) keep `concurrency` in flight until the block ends."""
-    halt = threading.Event()
+class BackgroundLoad:
+    """Direct requests of 64 tokens, each with a prompt of its own, `concurrency` in flight
+    for as long as the block runs: a lane sends its next request the moment one ends, so
+    the load never drains between rounds."""
 
-    def loop() -> None:
-        while not halt.is_set():
-            direct(url, chat_bodies(concurrency * 2, 64, "load"), concurrency)
+    def __init__(self, url: str, concurrency: int) -> None:
+        self.url, self.concurrency = url, concurrency
+        self.completed = 0
+        self._halt = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        time.sleep(1.0)
-        yield
-    finally:
-        halt.set()
-        thread.join(600)
+    def _run(self) -> None:
+        try:
+            self.completed = steady(
+                self.url, lambda: chat_bodies(1, 64, "load")[0], self.concurrency, self._halt
+            )
+        except BaseException as exc:  # reported by __exit__, in the thread that reads it
+            self._error = exc
+
+    def __enter__(self) -> BackgroundLoad:
+        self._thread.start()
+        time.sleep(1.0)  # every lane's first request sent
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._halt.set()
+        self._thread.join(600)
+        if self._error is not None:
+            raise RuntimeError(
+                f"the background load on {self.url} failed: {self._error!r}"
+            ) from self._error
 
 
 def latency_pairs(bench: Bench, pairs: int) -> JSON:
@@ -384,9 +399,7 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
         # for a slot.
         width = served_at_once(bench.best_a, bench.server_width)
         for label in ("idle", "under load"):
-            load = (
-                background_load(url, max(1, width - 2)) if label == "under load" else nullcontext()
-            )
+            load = BackgroundLoad(url, max(1, width - 2)) if label == "under load" else None
             bodies = chat_bodies(3 * pairs, 1, f"pairs-{label}")
             arms: list[Callable[[JSON], float]] = [
                 one_direct,
@@ -394,7 +407,7 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
             ]
             if off is not None:
                 arms.append(lambda body: single_latency(off, "kcw.chat", body))
-            with load:
+            with load or nullcontext():
                 one_direct(bodies[0])
                 # Each pair (or triple) in a rotated order, so that no arm always goes first.
                 plain, queued, *rest = rotated(arms, pairs, bodies)
@@ -407,6 +420,9 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
                 "overhead_p50_ms": round(percentile(diffs, 50) * 1000, 3),
                 "overhead_p95_ms": round(percentile(diffs, 95) * 1000, 3),
             }
+            if load is not None:
+                out[label]["load_in_flight"] = load.concurrency
+                out[label]["load_requests_completed"] = load.completed
             if unmetered:
                 # The same pairs through a worker with WORKER_METRICS_PORT=0, interleaved.
                 off_diffs = [u - p for u, p in zip(unmetered, plain, strict=True)]
