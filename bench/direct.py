@@ -31,14 +31,27 @@ def timed_request(client: httpx.Client, model: str, body: JSON) -> float:
     return time.perf_counter() - started
 
 
-async def _direct(url: str, model: str, bodies: list[JSON], concurrency: int) -> list[Completion]:
+def _pool(
+    url: str, concurrency: int, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """An async client with a connection for each of `concurrency` requests in flight."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as client:
+    return httpx.AsyncClient(base_url=url, timeout=3600, limits=limits, transport=transport)
+
+
+async def _post(client: httpx.AsyncClient, model: str, body: JSON) -> httpx.Response:
+    """One chat request; an error status raises."""
+    response = await client.post("/v1/chat/completions", json={**body, "model": model})
+    response.raise_for_status()
+    return response
+
+
+async def _direct(url: str, model: str, bodies: list[JSON], concurrency: int) -> list[Completion]:
+    async with _pool(url, concurrency) as client:
 
         async def one(body: JSON) -> Completion:
             started = time.time()
-            response = await client.post("/v1/chat/completions", json={**body, "model": model})
-            response.raise_for_status()
+            response = await _post(client, model, body)
             usage = response.json()["usage"]
             return Completion(started, time.time(), int(usage["completion_tokens"]))
 
@@ -69,17 +82,12 @@ async def _steady(
 ) -> int:
     """`concurrency` lanes, each sending its next request the moment its last one ends,
     until `halt` is set; returns how many requests completed."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=url, timeout=3600, limits=limits, transport=transport
-    ) as client:
+    async with _pool(url, concurrency, transport) as client:
 
         async def lane() -> int:
             done = 0
             while not halt.is_set():
-                body = {**make_body(), "model": model}
-                response = await client.post("/v1/chat/completions", json=body)
-                response.raise_for_status()
+                await _post(client, model, make_body())
                 done += 1
             return done
 

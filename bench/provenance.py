@@ -18,13 +18,18 @@ def cpu_model() -> str:
     return "unknown"
 
 
+# Results files are what a run writes, not the code it measured.
+NOT_CODE = ":(exclude)bench/results"
+
+
 def code_commit(*measured: str) -> str:
-    """The short commit, with "+changes" when the `measured` paths differ from it."""
+    """The short commit, with "+changes" when the `measured` paths (results files aside)
+    differ from it."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
     changed = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", *measured],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", *measured, NOT_CODE],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -143,7 +143,7 @@ def machine() -> JSON:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "llama_cpp_build": stamp,
-        "commit": code_commit("worker", "tasks", "bench", ":(exclude)bench/results"),
+        "commit": code_commit("worker", "tasks", "bench"),
         "host": socket.gethostname(),
     }
 
@@ -367,7 +367,7 @@ class BackgroundLoad:
 
     def __enter__(self) -> BackgroundLoad:
         self._thread.start()
-        time.sleep(1.0)  # every lane's first request sent
+        time.sleep(1.0)  # time for every lane to send its first request
         return self
 
     def __exit__(self, *exc_info: object) -> None:
