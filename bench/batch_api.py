@@ -9,6 +9,7 @@ with the latency of the batch's own requests served in the same moments.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -118,7 +119,9 @@ def interactive_probe(
         latency = single_latency(app, "kcw.chat", body)
         probes.append((start, start + latency, latency))
     backlog = client.batches.retrieve(batch_id).request_counts
-    client.batches.cancel(batch_id)
+    # A short batch may have ended while the probes ran: then there is nothing to cancel.
+    with contextlib.suppress(openai.ConflictError):
+        client.batches.cancel(batch_id)
     timings = httpx.get(f"{proxy_url}/_timings", timeout=30).json()
     rows = []
     for start, end, latency in probes:

@@ -3,7 +3,8 @@
 Every phase records each job's send and finish time and its generated tokens, the server's
 token counter through the phase, and the CPU seconds the queue's processes used. Rates come
 from the steady state (leaving out at least 10% of the phase's jobs or tokens at each end,
-in whole waves of its concurrency), not from its wall time.
+in whole waves of its concurrency), not from its wall time. A phase run in two halves, one
+before and one after the phases it is compared with, adds up the steady spans of its halves.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.stats import percentile, steady_edges, steady_rate
+from bench.stats import percentile, steady_edges, steady_span
 
 __all__ = ["Completion", "PhaseResult", "served_at_once"]
 
@@ -53,6 +54,34 @@ class PhaseResult:
     # Requests the server runs at once, when fewer than `concurrency` (llama-server's
     # slots): the width of the waves its jobs finish in.
     server_width: int | None = None
+    # The parts it was run in, when more than one (see `merged`).
+    parts: list[PhaseResult] = field(default_factory=list)
+
+    @classmethod
+    def merged(cls, parts: list[PhaseResult]) -> PhaseResult:
+        """One setup's phase run in `parts` apart from each other: their jobs and CPU
+        together, rates over the sum of their steady spans."""
+        if not parts:
+            raise ValueError("a merged phase needs at least one part")
+        first = parts[0]
+        cpu: dict[str, float] = {}
+        extra: JSON = {}
+        for part in parts:
+            for name, seconds in part.cpu_s.items():
+                cpu[name] = cpu.get(name, 0.0) + seconds
+            extra.update(part.extra)
+        return cls(
+            first.setup,
+            first.workload,
+            first.repeat,
+            first.concurrency,
+            first.started,
+            [c for part in parts for c in part.completions],
+            cpu_s=cpu,
+            extra=extra,
+            server_width=first.server_width,
+            parts=list(parts),
+        )
 
     @property
     def jobs(self) -> int:
@@ -70,13 +99,16 @@ class PhaseResult:
             points.append((c.done, total))
         return points
 
-    def _rate(self, weight: str) -> float:
+    def _span(self, weight: str) -> tuple[float, float]:
+        """(jobs or tokens, seconds) of this phase's steady state."""
         points = self.cumulative(weight)
-        if points[-1][1] <= 0:
-            return 0.0
-        if self.jobs < STEADY_MIN_JOBS:  # too few for a window: the whole phase
-            return points[-1][1] / max(1e-9, points[-1][0] - self.started)
-        return steady_rate(points, *self._edges())
+        if self.jobs < STEADY_MIN_JOBS or points[-1][1] <= 0:  # no window: the whole phase
+            return points[-1][1], max(1e-9, points[-1][0] - self.started)
+        return steady_span(points, *self._edges())
+
+    def _rate(self, weight: str) -> float:
+        spans = [part._span(weight) for part in self.parts or [self]]
+        return sum(count for count, _ in spans) / sum(seconds for _, seconds in spans)
 
     def _edges(self) -> tuple[float, float]:
         return steady_edges(self.jobs, served_at_once(self.concurrency, self.server_width))
@@ -94,9 +126,20 @@ class PhaseResult:
     @property
     def server_tok_per_s(self) -> float | None:
         """The same from the server's own counter; None when it publishes none."""
-        if len(self.counter) < 3 or self.counter[-1][1] <= self.counter[0][1]:
-            return None
-        return steady_rate(self.counter, *self._edges())
+        spans = []
+        for part in self.parts or [self]:
+            counter = part.counter
+            if len(counter) < 3 or counter[-1][1] <= counter[0][1]:
+                return None
+            spans.append(steady_span(counter, *part._edges()))
+        return sum(count for count, _ in spans) / sum(seconds for _, seconds in spans)
+
+    @property
+    def wall_s(self) -> float:
+        """Seconds from the start to the last job's result (of every part, added up)."""
+        if self.parts:
+            return sum(part.wall_s for part in self.parts)
+        return max(c.done for c in self.completions) - self.started
 
     @property
     def latencies(self) -> list[float]:
@@ -116,7 +159,13 @@ class PhaseResult:
             "jobs": self.jobs,
             "failures": self.failures,
             "tokens": sum(c.tokens for c in self.completions),
-            "wall_s": round(max(c.done for c in self.completions) - self.started, 3),
+            "wall_s": round(self.wall_s, 3),
+            "parts": len(self.parts) or 1,
+            **(
+                {"part_tok_per_s": [round(part.tok_per_s, 2) for part in self.parts]}
+                if self.parts
+                else {}
+            ),
             "jobs_per_s": round(self.jobs_per_s, 3),
             "tok_per_s": round(self.tok_per_s, 2),
             "server_tok_per_s": round(server, 2) if server is not None else None,

@@ -12,11 +12,12 @@ Setups, each sent the same work (unique prompts, exactly `max_tokens` generated)
       port and `--metrics`, at its best concurrency;
   (e) Batch API: one chat batch through `kcw serve`, driven with the `openai` SDK.
 Every repeat runs every setup once; setups compared in a ratio run next to each other, in
-an order that alternates and rotates from repeat to repeat. Rates come from the steady state
-(at least the middle 80% of a phase's tokens or jobs, its edges at whole waves), from the
-jobs' `usage` and from the server's own token counter. Ratios are per repeat; the report
-gives their median and a bootstrap 95% interval. CPU seconds per job of the workers, Redis
-and `kcw serve` come from /proc.
+halves mirrored around the last of them ((a), (b), (e), (b), (a)), so each one's time is
+centred on the same moment; these groups rotate from repeat to repeat. Rates come from the
+steady state (at least the middle 80% of a phase's tokens or jobs, its edges at whole
+waves), from the jobs' `usage` and from the server's own token counter. Ratios are per
+repeat; the report gives their median and a bootstrap 95% interval. CPU seconds per job of
+the workers, Redis and `kcw serve` come from /proc.
 
 Also measured once per run: the queue's latency from the client's side (`send_task` to
 the result read) against direct HTTP, in interleaved pairs, idle and under load; on
@@ -78,6 +79,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench/results"
 JSON = dict[str, Any]
 Action = Callable[[], list[Completion]]
+# A setup's phase in one repeat: (repeat, part, parts) -> its figures, unrecorded.
+Phase = Callable[[int, int, int], PhaseResult]
 # Fewest jobs in a measured phase, so even a 2-wide phase has a steady state to measure.
 MIN_JOBS = 40
 
@@ -206,38 +209,58 @@ class Bench:
         counter_url: str | None,
         pids: dict[str, int],
         action: Action,
-        started: float | None = None,
         server_width: int | None = None,
     ) -> PhaseResult:
-        """Run `action` as one phase; `server_width` is the server's parallel requests when
-        it is not the bench's own server (plain llama-server's slots)."""
+        """Run `action` as one phase (or part of one), without recording it; `server_width` is
+        the server's parallel requests when it is not the bench's own server (plain
+        llama-server's slots)."""
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         sampler = CounterSampler(counter_url) if counter_url else None
         with sampler or nullcontext():
             begin = time.time()
             completions = action()
-        result = PhaseResult(
+        return PhaseResult(
             setup,
             workload,
             repeat,
             concurrency,
-            started or begin,
+            begin,
             completions,
             counter=sampler.samples if sampler else [],
             cpu_s={name: cpu_seconds(pid) - before[name] for name, pid in pids.items()},
             server_width=server_width or self.server_width,
         )
-        self.phases.append(result)
+
+    def record(self, result: PhaseResult, part: str = "") -> None:
+        """Print a phase's figures; keep them unless they are only `part` of its phase."""
+        if not part:
+            self.phases.append(result)
         summary = result.summary()
         server = summary["server_tok_per_s"]
         print(
-            f"  r{repeat} {setup:<12} {workload:>4} tok c={concurrency:<3} jobs={result.jobs:<5}"
+            f"  r{result.repeat} {result.setup:<12} {result.workload:>4} tok"
+            f" c={result.concurrency:<3} jobs={result.jobs:<5}"
             f" {summary['jobs_per_s']:8.2f} jobs/s {summary['tok_per_s']:8.1f} tok/s"
             f" (server {server if server is not None else '-'})"
-            f" p50 {summary['p50_ms']:8.1f} ms cpu/job {summary['cpu_ms_per_job']}",
+            f" p50 {summary['p50_ms']:8.1f} ms cpu/job {summary['cpu_ms_per_job']}{part}",
             flush=True,
         )
-        return result
+
+    def run_repeat(self, phases: dict[str, Phase], repeat: int) -> None:
+        """Every setup's phase of one repeat, in `repeat_schedule`'s order; a phase run in
+        halves is recorded once both have run, as one."""
+        halves: dict[str, list[PhaseResult]] = {}
+        for key, part, parts in repeat_schedule(list(phases), repeat):
+            result = phases[key](repeat, part, parts)
+            if parts == 1:
+                self.record(result)
+                continue
+            done = halves.setdefault(key, [])
+            done.append(result)
+            if len(done) < parts:
+                self.record(result, f"  (part {part + 1} of {parts})")
+            else:
+                self.record(PhaseResult.merged(halves.pop(key)))
 
     # ---- a sweep, to find each server's best concurrency
 
@@ -266,17 +289,29 @@ class Bench:
 UNITS = (("a", "b", "e"), ("c",), ("d",), ("a1", "b1", "noop", "boff"))
 
 
-def repeat_order(keys: list[str], repeat: int) -> list[str]:
-    """The setups of one repeat: units of compared setups, rotated one place per repeat so
-    no unit always goes first, each in reverse order every other repeat so no setup of a
-    pair always runs before the other."""
+def repeat_schedule(keys: list[str], repeat: int) -> list[tuple[str, int, int]]:
+    """The phases of one repeat as (setup, part, parts): units of compared setups, rotated
+    one place per repeat so no unit always goes first.
+
+    Within a unit every setup but the last runs in two halves, mirrored around the last,
+    which runs whole: (a, b, e, b, a). Every setup's time is then centred on the same
+    moment, so a steady drift of the machine's speed during the unit slows or speeds up
+    each of them alike instead of being read as a ratio.
+    """
     units = [[k for k in unit if k in keys] for unit in UNITS]
     units = [u for u in units if u] + [[k] for k in keys if not any(k in u for u in UNITS)]
     shift = repeat % len(units)
-    ordered = units[shift:] + units[:shift]
-    if repeat % 2:
-        ordered = [list(reversed(u)) for u in ordered]
-    return [key for unit in ordered for key in unit]
+    schedule: list[tuple[str, int, int]] = []
+    for *outer, middle in units[shift:] + units[:shift]:
+        schedule += [(key, 0, 2) for key in outer]
+        schedule.append((middle, 0, 1))
+        schedule += [(key, 1, 2) for key in reversed(outer)]
+    return schedule
+
+
+def share(jobs: int, part: int, parts: int) -> int:
+    """Jobs of `part` (from 0) when `jobs` are run in `parts` parts."""
+    return jobs // parts + (1 if part < jobs % parts else 0)
 
 
 def levels_for(backend: str, slot_count: int | None) -> list[int]:
@@ -494,34 +529,38 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
         app_b = bench.apps["b"][0]
         threads_b = pool_size(app_b, "b")
         redis_pid = bench.redis.proc.pid
-        setups: list[tuple[str, str, int, Callable[[int], PhaseResult]]] = []
+        setups: list[tuple[str, str, int, Phase]] = []
         n = max(MIN_JOBS, waves * best_a)
         mt = args.max_tokens
         big = str(mt)
 
-        def a_phase(workload: str, tokens: int, jobs: int) -> Callable[[int], PhaseResult]:
-            return lambda r: bench.measure(
+        def a_phase(workload: str, tokens: int, jobs: int) -> Phase:
+            return lambda r, part, parts: bench.measure(
                 "a direct",
                 workload,
                 r,
                 best_a,
                 counter_url,
                 {"redis": redis_pid},
-                lambda: direct(llm_url, chat_bodies(jobs, tokens, f"a{r}"), best_a),
+                lambda: direct(
+                    llm_url, chat_bodies(share(jobs, part, parts), tokens, f"a{r}"), best_a
+                ),
             )
 
         def queued_phase(
             setup: str, name: str, task: str, workload: str, tokens: int, jobs: int, conc: int
-        ) -> Callable[[int], PhaseResult]:
+        ) -> Phase:
             app, rds, pid = bench.apps[name]
-            return lambda r: bench.measure(
+            return lambda r, part, parts: bench.measure(
                 setup,
                 workload,
                 r,
                 conc,
                 counter_url,
                 {"worker": pid, "redis": redis_pid},
-                lambda: run_jobs(app, rds, task, chat_bodies(jobs, tokens, f"{name}{r}")),
+                lambda: run_jobs(
+                    app, rds, task, chat_bodies(share(jobs, part, parts), tokens, f"{name}{r}")
+                ),
             )
 
         setups.append(("a", big, best_a, a_phase(big, mt, n)))
@@ -549,8 +588,8 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
             api = start_api(tmp, {**bench.env, "REDIS_DB": "0", "KCW_API_KEY": ""}, "api")
             stack.callback(api.stop)
 
-            def e_phase(r: int) -> PhaseResult:
-                bodies = chat_bodies(args.batch_lines, mt, f"e{r}")
+            def e_phase(r: int, part: int, parts: int) -> PhaseResult:
+                bodies = chat_bodies(share(args.batch_lines, part, parts), mt, f"e{r}")
                 created: list[float] = []
                 figures: JSON = {}
 
@@ -586,7 +625,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                         "d",
                         big,
                         best_d,
-                        lambda r: bench.measure(
+                        lambda r, part, parts: bench.measure(
                             "d plain",
                             big,
                             r,
@@ -595,7 +634,9 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                             {},
                             lambda: direct(
                                 plain.url,
-                                chat_bodies(max(MIN_JOBS, waves * best_d), mt, f"d{r}"),
+                                chat_bodies(
+                                    share(max(MIN_JOBS, waves * best_d), part, parts), mt, f"d{r}"
+                                ),
                                 best_d,
                             ),
                             server_width=plain_slots,
@@ -635,8 +676,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
 
         by_key = {key: run for key, _workload, _conc, run in setups}
         for r in range(repeats):
-            for key in repeat_order(list(by_key), r):
-                by_key[key](r)
+            bench.run_repeat(by_key, r)
 
         result["pool_threads_b"] = threads_b
         result["phases"] = [p.summary() for p in bench.phases]

@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Interval", "interval", "percentile", "steady_edges", "steady_rate"]
+__all__ = ["Interval", "interval", "percentile", "steady_edges", "steady_rate", "steady_span"]
 
 BOOTSTRAP_SAMPLES = 4000
 
@@ -104,7 +104,16 @@ def steady_rate(
     samples: Sequence[tuple[float, float]], low: float = 0.1, high: float = 0.9
 ) -> float:
     """Rate over the middle of a phase, which leaves out ramp-up and drain: the count added
-    between the samples where it first passed `low` and `high` of its total, per second.
+    between the samples where it first passed `low` and `high` of its total, per second."""
+    count, seconds = steady_span(samples, low, high)
+    return count / seconds
+
+
+def steady_span(
+    samples: Sequence[tuple[float, float]], low: float = 0.1, high: float = 0.9
+) -> tuple[float, float]:
+    """The count added, and the seconds taken, between the samples where the count first
+    passed `low` and `high` of its total (a phase run in parts adds up its parts' spans).
 
     Measured between real samples, not interpolated levels, so counts that rise in steps
     (64 requests finishing together) are neither over- nor under-counted. `samples` are
@@ -130,4 +139,4 @@ def steady_rate(
     )
     if t_high <= t_low:
         raise ValueError("the phase is too short for a steady-state window")
-    return (v_high - v_low) / (t_high - t_low)
+    return v_high - v_low, t_high - t_low

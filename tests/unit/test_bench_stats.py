@@ -13,7 +13,7 @@ from bench.batch_api import batch_lines, is_line
 from bench.counters import parse_counter
 from bench.phase import Completion, PhaseResult
 from bench.procs import cpu_seconds
-from bench.stats import interval, percentile, steady_edges, steady_rate
+from bench.stats import interval, percentile, steady_edges, steady_rate, steady_span
 from bench.workload import chat_bodies
 
 
@@ -96,6 +96,12 @@ def test_a_phase_of_lockstep_waves_reads_one_wave_per_period(waves: int) -> None
     assert phase.tok_per_s == pytest.approx(64 * 64 / 25.0, rel=0.01)
 
 
+def test_steady_span_gives_the_count_and_the_seconds_of_the_window() -> None:
+    samples = [(float(t), 10.0 * t) for t in range(11)]
+    assert steady_span(samples) == pytest.approx((80.0, 8.0))
+    assert steady_rate(samples) == pytest.approx(10.0)
+
+
 def test_steady_rate_refuses_a_phase_that_counted_nothing() -> None:
     with pytest.raises(ValueError, match="nothing was counted"):
         steady_rate([(0.0, 5.0), (1.0, 5.0)])
@@ -166,33 +172,124 @@ def test_worker_ab_refuses_a_count_below_one(flag: str, capsys: pytest.CaptureFi
     assert "--pairs and --runs must be at least 1" in capsys.readouterr().err
 
 
-def test_each_repeat_runs_compared_setups_side_by_side_in_alternating_order() -> None:
-    from bench.run import repeat_order
+def _centre(schedule: list[tuple[str, int, int]], key: str) -> float:
+    """Where a setup's time is centred in a schedule whose whole phases last two units
+    and halves one."""
+    at, spans = 0.0, []
+    for name, _part, parts in schedule:
+        length = 2.0 / parts
+        if name == key:
+            spans.append((at + length / 2, length))
+        at += length
+    return sum(mid * length for mid, length in spans) / sum(length for _, length in spans)
+
+
+def test_each_repeat_mirrors_compared_setups_around_the_last_one() -> None:
+    from bench.run import repeat_schedule
 
     keys = ["a", "b", "c", "e", "d", "a1", "b1"]
-    orders = [repeat_order(keys, r) for r in range(5)]
+    schedules = [repeat_schedule(keys, r) for r in range(5)]
 
-    for order in orders:
-        assert sorted(order) == sorted(keys)
-        assert abs(order.index("a") - order.index("b")) == 1
-        assert abs(order.index("a1") - order.index("b1")) == 1
-        assert abs(order.index("e") - order.index("b")) == 1
-    assert [order.index("a") < order.index("b") for order in orders] == [
-        True,
-        False,
-        True,
-        False,
-        True,
-    ]
-    assert len({order[0] for order in orders}) >= 3  # no setup always goes first
+    for schedule in schedules:
+        runs = {
+            key: [(part, parts) for name, part, parts in schedule if name == key] for key in keys
+        }
+        assert runs["a"] == runs["b"] == runs["a1"] == [(0, 2), (1, 2)]
+        assert runs["e"] == runs["c"] == runs["d"] == runs["b1"] == [(0, 1)]
+        names = [name for name, _part, _parts in schedule]
+        start = names.index("a")
+        assert names[start : start + 5] == ["a", "b", "e", "b", "a"]
+        # A steady drift reaches every compared setup alike: their times share a centre.
+        assert _centre(schedule, "a") == _centre(schedule, "b") == _centre(schedule, "e")
+        assert _centre(schedule, "a1") == _centre(schedule, "b1")
+    assert len({schedule[0][0] for schedule in schedules}) >= 3  # no setup always goes first
 
 
 def test_the_instant_bench_keeps_its_one_token_setups_together() -> None:
-    from bench.run import repeat_order
+    from bench.run import repeat_schedule
 
-    order = repeat_order(["a", "b", "a1", "b1", "noop", "boff"], 1)
+    schedule = repeat_schedule(["a", "b", "a1", "b1", "noop", "boff"], 1)
 
-    assert order == ["boff", "noop", "b1", "a1", "b", "a"]
+    assert [name for name, _part, _parts in schedule] == [
+        *["a1", "b1", "noop", "boff", "noop", "b1", "a1"],
+        *["a", "b", "a"],
+    ]
+
+
+def test_jobs_split_into_parts_add_up() -> None:
+    from bench.run import share
+
+    assert [share(1281, part, 2) for part in (0, 1)] == [641, 640]
+    assert share(40, 0, 1) == 40
+
+
+def _steady_jobs(start: float, count: int, every: float, tokens: int = 64) -> list[Completion]:
+    return [Completion(start, start + every * (i + 1), tokens) for i in range(count)]
+
+
+def test_a_phase_run_in_halves_is_rated_over_both_steady_spans() -> None:
+    # One half at 10 jobs/s for 100 jobs, the other at 5 jobs/s for 100 jobs: the middle
+    # 80 jobs of each take 8 s and 16 s, so 160 jobs in 24 s, not the mean of 10 and 5.
+    fast = PhaseResult(
+        "a direct", "64", 0, 1, 0.0, _steady_jobs(0.0, 100, 0.1), cpu_s={"redis": 1.0}
+    )
+    slow = PhaseResult(
+        "a direct", "64", 0, 1, 50.0, _steady_jobs(50.0, 100, 0.2), cpu_s={"redis": 3.0}
+    )
+    whole = PhaseResult.merged([fast, slow])
+
+    assert fast.jobs_per_s == pytest.approx(10.0)
+    assert whole.jobs_per_s == pytest.approx(160 / 24)
+    assert whole.tok_per_s == pytest.approx(64 * 160 / 24)
+    assert whole.jobs == 200
+    summary = whole.summary()
+    assert summary["parts"] == 2
+    assert summary["part_tok_per_s"] == [640.0, 320.0]
+    assert summary["wall_s"] == pytest.approx(10.0 + 20.0)
+    assert summary["cpu_ms_per_job"] == {"redis": 20.0}  # 4 s over 200 jobs
+
+
+def test_a_phase_in_halves_reads_the_server_counter_of_each_half() -> None:
+    def counted(start: float, per_s: float) -> PhaseResult:
+        phase = PhaseResult("b pipeline", "64", 0, 1, start, _steady_jobs(start, 100, 0.1))
+        phase.counter = [(start + t, per_s * t) for t in range(0, 11)]
+        return phase
+
+    whole = PhaseResult.merged([counted(0.0, 100.0), counted(50.0, 300.0)])
+    assert whole.server_tok_per_s == pytest.approx(200.0)
+    no_counter = PhaseResult("b pipeline", "64", 0, 1, 80.0, _steady_jobs(80.0, 100, 0.1))
+    assert PhaseResult.merged([counted(0.0, 100.0), no_counter]).server_tok_per_s is None
+
+
+def test_a_repeat_records_each_setup_once_with_its_halves_merged() -> None:
+    from bench.run import Bench
+
+    ran: list[tuple[str, int, int]] = []
+
+    def phase(setup: str) -> Any:
+        def run(r: int, part: int, parts: int) -> PhaseResult:
+            ran.append((setup, part, parts))
+            start = 100.0 * len(ran)
+            return PhaseResult(setup, "64", r, 1, start, _steady_jobs(start, 50, 0.1))
+
+        return run
+
+    bench = object.__new__(Bench)
+    bench.phases = []
+    bench.run_repeat({"a": phase("a direct"), "b": phase("b pipeline"), "e": phase("e")}, 0)
+
+    assert ran == [
+        ("a direct", 0, 2),
+        ("b pipeline", 0, 2),
+        ("e", 0, 1),
+        ("b pipeline", 1, 2),
+        ("a direct", 1, 2),
+    ]
+    assert [(p.setup, p.jobs, len(p.parts)) for p in bench.phases] == [
+        ("e", 50, 0),
+        ("b pipeline", 100, 2),
+        ("a direct", 100, 2),
+    ]
 
 
 def test_the_edges_report_reads_a_batch_of_waves_both_ways() -> None:
