@@ -314,6 +314,18 @@ def share(jobs: int, part: int, parts: int) -> int:
     return jobs // parts + (1 if part < jobs % parts else 0)
 
 
+def direct_concurrency(swept: int, pipeline: int, llm_server: bool) -> int:
+    """(a)'s requests in flight: the sweep's best, but on an LLM server never fewer than the
+    pipeline keeps in flight (its worker's pool).
+
+    Four waves per level cannot tell levels apart that differ by less than the machine's
+    drift, and a server runs more requests at once no slower: direct load at fewer in
+    flight than the pipeline would be no limit. (The instant stub is the exception: there
+    the client's own cost grows with the number in flight.)
+    """
+    return max(swept, pipeline) if llm_server else swept
+
+
 def levels_for(backend: str, slot_count: int | None) -> list[int]:
     """The concurrencies that matter: slots, slots + 2 and 2x slots; more for vLLM."""
     if slot_count:
@@ -521,13 +533,16 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
         bench.server_width = slot_count
         print(f"{args.backend} up at {llm_url}; slots {slot_count}", flush=True)
         result["slots"] = slot_count
-        best_a, result["sweep_a"] = bench.sweep(
+        swept, result["sweep_a"] = bench.sweep(
             llm_url, levels_for(args.backend, slot_count), args.max_tokens, args.sweep_waves
         )
-        bench.best_a = best_a
         pid_b = bench.worker("b", 0)
         app_b = bench.apps["b"][0]
         threads_b = pool_size(app_b, "b")
+        best_a = direct_concurrency(swept, threads_b, bench.llm_like)
+        result["sweep_a"]["used"] = best_a
+        print(f"  (a) runs {best_a} in flight: swept best {swept}, pipeline pool {threads_b}")
+        bench.best_a = best_a
         redis_pid = bench.redis.proc.pid
         setups: list[tuple[str, str, int, Phase]] = []
         n = max(MIN_JOBS, waves * best_a)

@@ -216,6 +216,14 @@ def test_the_instant_bench_keeps_its_one_token_setups_together() -> None:
     ]
 
 
+def test_direct_load_never_has_fewer_in_flight_than_the_pipeline_on_an_llm_server() -> None:
+    from bench.run import direct_concurrency
+
+    assert direct_concurrency(32, 64, llm_server=True) == 64  # vLLM: the sweep's pick was noise
+    assert direct_concurrency(16, 10, llm_server=True) == 16  # llama-server: more is kept
+    assert direct_concurrency(8, 64, llm_server=False) == 8  # the instant stub: the client's cost
+
+
 def test_jobs_split_into_parts_add_up() -> None:
     from bench.run import share
 
