@@ -28,6 +28,11 @@ def served_at_once(concurrency: int, server_width: int | None) -> int:
     return min(concurrency, server_width) if server_width else concurrency
 
 
+def pooled_rate(spans: list[tuple[float, float]]) -> float:
+    """The rate over several (count, seconds) spans: their counts over their seconds."""
+    return sum(count for count, _ in spans) / sum(seconds for _, seconds in spans)
+
+
 @dataclass(frozen=True)
 class Completion:
     """One job: when it was sent, when its result was there, tokens it generated."""
@@ -108,7 +113,7 @@ class PhaseResult:
 
     def _rate(self, weight: str) -> float:
         spans = [part._span(weight) for part in self.parts or [self]]
-        return sum(count for count, _ in spans) / sum(seconds for _, seconds in spans)
+        return pooled_rate(spans)
 
     def _edges(self) -> tuple[float, float]:
         return steady_edges(self.jobs, served_at_once(self.concurrency, self.server_width))
@@ -132,7 +137,7 @@ class PhaseResult:
             if len(counter) < 3 or counter[-1][1] <= counter[0][1]:
                 return None
             spans.append(steady_span(counter, *part._edges()))
-        return sum(count for count, _ in spans) / sum(seconds for _, seconds in spans)
+        return pooled_rate(spans)
 
     @property
     def wall_s(self) -> float:
