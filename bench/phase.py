@@ -3,8 +3,8 @@
 Every phase records each job's send and finish time and its generated tokens, the server's
 token counter through the phase, and the CPU seconds the queue's processes used. Rates come
 from the steady state (leaving out at least 10% of the phase's jobs or tokens at each end,
-in whole waves of its concurrency), not from its wall time. A phase run in two halves, one
-before and one after the phases it is compared with, adds up the steady spans of its halves.
+in whole waves of its concurrency), not from its wall time. A phase run in parts, taking
+turns with the phases it is compared with, adds up the steady spans of its parts.
 """
 
 from __future__ import annotations

@@ -122,11 +122,18 @@ RATIOS: list[tuple[str, str, Callable[[str], str]]] = [
 ]
 
 
+def _turns(backend: JSON) -> str:
+    """The parts a backend's compared setups ran in, as its phases record them."""
+    parts = max((int(p.get("parts", 1)) for p in backend.get("phases", [])), default=1)
+    return {1: "whole phases", 2: "halves"}.get(parts, f"{parts} parts")
+
+
 def ratios(data: JSON) -> list[str]:
     backends = {k: v for k, v in data["backends"].items() if k in LLM}
     head = ["ratio of steady-state rates: median [95% interval]"]
     head += [
-        f"{NAMES[k]} ({v['settings']['repeats']} repeats, {v['settings']['waves']} waves)"
+        f"{NAMES[k]} ({v['settings']['repeats']} repeats, {v['settings']['waves']} waves,"
+        f" {_turns(v)})"
         for k, v in backends.items()
     ]
     head.append("target")
@@ -329,8 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, default=None)
     parser.add_argument("--write", action="store_true", help="rewrite README.md")
     args = parser.parse_args(argv)
-    path = args.file or newest()
-    tables = render(json.loads(path.read_text()), path.relative_to(ROOT).as_posix())
+    path = (args.file or newest()).resolve()
+    if not path.is_file():
+        parser.error(f"--file {path}: no such results file (bench/results/ holds them)")
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    tables = render(json.loads(path.read_text()), shown.as_posix())
     if args.write:
         README.write_text(splice(README.read_text(), tables))
         print(f"README.md tables rewritten from {path}")

@@ -12,8 +12,9 @@ Setups, each sent the same work (unique prompts, exactly `max_tokens` generated)
       port and `--metrics`, at its best concurrency;
   (e) Batch API: one chat batch through `kcw serve`, driven with the `openai` SDK.
 Every repeat runs every setup once; setups compared in a ratio run next to each other, in
-halves mirrored around the last of them ((a), (b), (e), (b), (a)), so each one's time is
-centred on the same moment; these groups rotate from repeat to repeat. Rates come from the
+parts that take turns, mirrored around the last of them ((a), (b), (a), (b), (e), (b), (a),
+(b), (a)), so each one's time is centred on the same moment; these groups rotate from
+repeat to repeat. Rates come from the
 steady state (at least the middle 80% of a phase's tokens or jobs, its edges at whole
 waves), from the jobs' `usage` and from the server's own token counter. Ratios are per
 repeat; the report gives their median and a bootstrap 95% interval. CPU seconds per job of
@@ -83,6 +84,8 @@ Action = Callable[[], list[Completion]]
 Phase = Callable[[int, int, int], PhaseResult]
 # Fewest jobs in a measured phase, so even a 2-wide phase has a steady state to measure.
 MIN_JOBS = 40
+# Turns of a unit's compared setups on each side of its last one (see repeat_schedule).
+PASSES = 2
 
 
 # ---------------------------------------------------------------- servers and processes
@@ -246,21 +249,21 @@ class Bench:
             flush=True,
         )
 
-    def run_repeat(self, phases: dict[str, Phase], repeat: int) -> None:
+    def run_repeat(self, phases: dict[str, Phase], repeat: int, passes: int = PASSES) -> None:
         """Every setup's phase of one repeat, in `repeat_schedule`'s order; a phase run in
-        halves is recorded once both have run, as one."""
-        halves: dict[str, list[PhaseResult]] = {}
-        for key, part, parts in repeat_schedule(list(phases), repeat):
+        parts is recorded once all of them have run, as one."""
+        runs: dict[str, list[PhaseResult]] = {}
+        for key, part, parts in repeat_schedule(list(phases), repeat, passes):
             result = phases[key](repeat, part, parts)
             if parts == 1:
                 self.record(result)
                 continue
-            done = halves.setdefault(key, [])
+            done = runs.setdefault(key, [])
             done.append(result)
             if len(done) < parts:
                 self.record(result, f"  (part {part + 1} of {parts})")
             else:
-                self.record(PhaseResult.merged(halves.pop(key)))
+                self.record(PhaseResult.merged(runs.pop(key)))
 
     # ---- a sweep, to find each server's best concurrency
 
@@ -289,23 +292,30 @@ class Bench:
 UNITS = (("a", "b", "e"), ("c",), ("d",), ("a1", "b1", "noop", "boff"))
 
 
-def repeat_schedule(keys: list[str], repeat: int) -> list[tuple[str, int, int]]:
+def repeat_schedule(
+    keys: list[str], repeat: int, passes: int = PASSES
+) -> list[tuple[str, int, int]]:
     """The phases of one repeat as (setup, part, parts): units of compared setups, rotated
     one place per repeat so no unit always goes first.
 
-    Within a unit every setup but the last runs in two halves, mirrored around the last,
-    which runs whole: (a, b, e, b, a). Every setup's time is then centred on the same
-    moment, so a steady drift of the machine's speed during the unit slows or speeds up
-    each of them alike instead of being read as a ratio.
+    Within a unit every setup but the last runs in `2 * passes` parts: `passes` passes
+    over them before the last setup, which runs whole, and the same passes mirrored after
+    it: (a, b, a, b, e, b, a, b, a) for two. Every setup's time is then centred on the same
+    moment, so a steady drift of the machine's speed slows or speeds up each of them alike;
+    and the compared setups take turns often, so a sudden change of speed falls on one
+    turn, not on one setup's whole half.
     """
+    if passes < 1:
+        raise ValueError(f"--passes must be 1 or more, got {passes}")
     units = [[k for k in unit if k in keys] for unit in UNITS]
     units = [u for u in units if u] + [[k] for k in keys if not any(k in u for u in UNITS)]
     shift = repeat % len(units)
     schedule: list[tuple[str, int, int]] = []
     for *outer, middle in units[shift:] + units[:shift]:
-        schedule += [(key, 0, 2) for key in outer]
+        parts = 2 * passes
+        schedule += [(key, p, parts) for p in range(passes) for key in outer]
         schedule.append((middle, 0, 1))
-        schedule += [(key, 1, 2) for key in reversed(outer)]
+        schedule += [(key, p, parts) for p in range(passes, parts) for key in reversed(outer)]
     return schedule
 
 
@@ -691,7 +701,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
 
         by_key = {key: run for key, _workload, _conc, run in setups}
         for r in range(repeats):
-            bench.run_repeat(by_key, r)
+            bench.run_repeat(by_key, r, args.passes)
 
         result["pool_threads_b"] = threads_b
         result["phases"] = [p.summary() for p in bench.phases]
@@ -781,6 +791,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--waves", type=int, default=20, help="jobs per phase = waves x concurrency"
     )
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=PASSES,
+        help=f"turns of compared setups on each side of the last ({PASSES}: a b a b e b a b a)",
+    )
     parser.add_argument("--sweep-waves", type=int, default=4, help="waves per sweep level (4)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--batch-lines", type=int, default=512, help="lines of the (e) batch")
@@ -793,6 +809,9 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default=None, help="results file (bench/results/<machine>-<date>.json)"
     )
     args = parser.parse_args(argv)
+    for flag in ("repeats", "waves", "passes", "sweep_waves", "max_tokens", "batch_lines"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be 1 or more, got {getattr(args, flag)}")
     if args.smoke:
         args.repeats, args.waves, args.sweep_waves = 2, 2, 1
         args.batch_lines, args.short_jobs, args.pairs = 16, 40, 10

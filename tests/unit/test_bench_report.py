@@ -60,3 +60,29 @@ def test_one_commit_for_every_backend_is_named_once() -> None:
     assert "(llama-server)" not in head
     del data["backends"]["vllm"]["commit"]
     assert f"commit {data['machine']['commit']};" in render(data, "x.json").splitlines()[0]
+
+
+def test_the_ratio_table_says_how_many_parts_the_compared_setups_ran_in() -> None:
+    data = json.loads(newest().read_text())
+    for phase in data["backends"]["llamacpp"]["phases"]:
+        if phase.get("parts", 1) > 1:
+            phase["parts"] = 4
+    for phase in data["backends"]["vllm"]["phases"]:
+        phase.pop("parts", None)
+    head = next(line for line in render(data, "x.json").splitlines() if "ratio of" in line)
+    assert "llama-server (5 repeats, 20 waves, 4 parts)" in head
+    assert "whole phases)" in head
+
+
+def test_a_results_file_is_named_relative_to_where_the_command_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.report import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(["--file", newest().relative_to(ROOT).as_posix()]) == 0
+    assert f"from `{newest().relative_to(ROOT).as_posix()}`" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["--file", "bench/results/none.json"])
+    assert exited.value.code == 2
+    assert "no such results file" in capsys.readouterr().err

@@ -173,11 +173,11 @@ def test_worker_ab_refuses_a_count_below_one(flag: str, capsys: pytest.CaptureFi
 
 
 def _centre(schedule: list[tuple[str, int, int]], key: str) -> float:
-    """Where a setup's time is centred in a schedule whose whole phases last two units
-    and halves one."""
+    """Where a setup's time is centred in a schedule whose whole phases last one unit and
+    whose parts last that unit over their number."""
     at, spans = 0.0, []
     for name, _part, parts in schedule:
-        length = 2.0 / parts
+        length = 1.0 / parts
         if name == key:
             spans.append((at + length / 2, length))
         at += length
@@ -194,21 +194,48 @@ def test_each_repeat_mirrors_compared_setups_around_the_last_one() -> None:
         runs = {
             key: [(part, parts) for name, part, parts in schedule if name == key] for key in keys
         }
-        assert runs["a"] == runs["b"] == runs["a1"] == [(0, 2), (1, 2)]
+        assert runs["a"] == runs["b"] == runs["a1"] == [(p, 4) for p in range(4)]
         assert runs["e"] == runs["c"] == runs["d"] == runs["b1"] == [(0, 1)]
         names = [name for name, _part, _parts in schedule]
         start = names.index("a")
-        assert names[start : start + 5] == ["a", "b", "e", "b", "a"]
+        assert names[start : start + 9] == ["a", "b", "a", "b", "e", "b", "a", "b", "a"]
         # A steady drift reaches every compared setup alike: their times share a centre.
         assert _centre(schedule, "a") == _centre(schedule, "b") == _centre(schedule, "e")
         assert _centre(schedule, "a1") == _centre(schedule, "b1")
     assert len({schedule[0][0] for schedule in schedules}) >= 3  # no setup always goes first
 
 
+@pytest.mark.parametrize("passes", [1, 3])
+def test_the_compared_setups_take_as_many_turns_as_asked(passes: int) -> None:
+    from bench.run import repeat_schedule
+
+    schedule = repeat_schedule(["a", "b", "e"], 0, passes)
+
+    assert [name for name, _part, _parts in schedule] == [
+        *["a", "b"] * passes,
+        "e",
+        *["b", "a"] * passes,
+    ]
+    assert [part for name, part, _parts in schedule if name == "b"] == list(range(2 * passes))
+    assert _centre(schedule, "a") == _centre(schedule, "b") == _centre(schedule, "e")
+
+
+def test_the_bench_refuses_fewer_than_one_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.run import main, repeat_schedule
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--backend", "instant", "--passes", "0"])
+
+    assert exited.value.code == 2
+    assert "--passes must be 1 or more, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--passes"):
+        repeat_schedule(["a", "b"], 0, 0)
+
+
 def test_the_instant_bench_keeps_its_one_token_setups_together() -> None:
     from bench.run import repeat_schedule
 
-    schedule = repeat_schedule(["a", "b", "a1", "b1", "noop", "boff"], 1)
+    schedule = repeat_schedule(["a", "b", "a1", "b1", "noop", "boff"], 1, passes=1)
 
     assert [name for name, _part, _parts in schedule] == [
         *["a1", "b1", "noop", "boff", "noop", "b1", "a1"],
@@ -269,7 +296,7 @@ def test_a_phase_in_halves_reads_the_server_counter_of_each_half() -> None:
     assert PhaseResult.merged([counted(0.0, 100.0), no_counter]).server_tok_per_s is None
 
 
-def test_a_repeat_records_each_setup_once_with_its_halves_merged() -> None:
+def test_a_repeat_records_each_setup_once_with_its_parts_merged() -> None:
     from bench.run import Bench
 
     ran: list[tuple[str, int, int]] = []
@@ -284,7 +311,8 @@ def test_a_repeat_records_each_setup_once_with_its_halves_merged() -> None:
 
     bench = object.__new__(Bench)
     bench.phases = []
-    bench.run_repeat({"a": phase("a direct"), "b": phase("b pipeline"), "e": phase("e")}, 0)
+    phases = {"a": phase("a direct"), "b": phase("b pipeline"), "e": phase("e")}
+    bench.run_repeat(phases, 0, passes=1)
 
     assert ran == [
         ("a direct", 0, 2),
