@@ -69,7 +69,9 @@ from bench.queued import (
 )
 from bench.stats import interval, percentile
 from bench.workload import chat_bodies
+from worker.config import WorkerSettings
 from worker.errors import NotRunnableHere
+from worker.llm.limits import window_for
 from worker.ops.api_server import start_api
 from worker.ops.llm_servers import MODEL, LLMServer, start_launcher, start_vllm, wait_healthy
 from worker.ops.processes import free_port, spawn, stop
@@ -326,7 +328,7 @@ def share(jobs: int, part: int, parts: int) -> int:
 
 def direct_concurrency(swept: int, pipeline: int, llm_server: bool) -> int:
     """(a)'s requests in flight: the sweep's best, but on an LLM server never fewer than the
-    pipeline keeps in flight (its worker's pool).
+    pipeline keeps in flight (its worker's window).
 
     Four waves per level cannot tell levels apart that differ by less than the machine's
     drift, and a server runs more requests at once no slower: direct load at fewer in
@@ -334,6 +336,13 @@ def direct_concurrency(swept: int, pipeline: int, llm_server: bool) -> int:
     the client's own cost grows with the number in flight.)
     """
     return max(swept, pipeline) if llm_server else swept
+
+
+def pipeline_in_flight(slot_count: int | None) -> int:
+    """Requests the pipeline's worker keeps in flight to the server: its window, sized as
+    the worker sizes it (the worker's pool holds more: jobs waiting for room in it)."""
+    cap = WorkerSettings.model_fields["llm_max_inflight"].default
+    return window_for(slot_count, int(cap))
 
 
 def levels_for(backend: str, slot_count: int | None) -> list[int]:
@@ -549,9 +558,13 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
         pid_b = bench.worker("b", 0)
         app_b = bench.apps["b"][0]
         threads_b = pool_size(app_b, "b")
-        best_a = direct_concurrency(swept, threads_b, bench.llm_like)
+        in_flight_b = pipeline_in_flight(slot_count)
+        best_a = direct_concurrency(swept, in_flight_b, bench.llm_like)
         result["sweep_a"]["used"] = best_a
-        print(f"  (a) runs {best_a} in flight: swept best {swept}, pipeline pool {threads_b}")
+        print(
+            f"  (a) runs {best_a} in flight: swept best {swept}, pipeline {in_flight_b}"
+            f" in flight (pool {threads_b})"
+        )
         bench.best_a = best_a
         redis_pid = bench.redis.proc.pid
         setups: list[tuple[str, str, int, Phase]] = []
@@ -593,8 +606,8 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
             (
                 "b",
                 big,
-                threads_b,
-                queued_phase("b pipeline", "b", "kcw.chat", big, mt, n, threads_b),
+                in_flight_b,
+                queued_phase("b pipeline", "b", "kcw.chat", big, mt, n, in_flight_b),
             )
         )
         if bench.llm_like:
@@ -628,7 +641,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                     "e batch api",
                     big,
                     r,
-                    threads_b,
+                    in_flight_b,
                     counter_url,
                     {"worker": pid_b, "redis": redis_pid, "api": api.proc.pid},
                     action,
@@ -636,7 +649,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                 phase.extra.update(figures)
                 return phase
 
-            setups.append(("e", big, threads_b, e_phase))
+            setups.append(("e", big, in_flight_b, e_phase))
             if args.backend == "llamacpp":
                 plain = start_plain_llama_server(tmp)
                 stack.callback(plain.stop)
@@ -674,8 +687,8 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
             (
                 "b1",
                 "1",
-                threads_b,
-                queued_phase("b pipeline", "b", "kcw.chat", "1", 1, one_jobs, threads_b),
+                in_flight_b,
+                queued_phase("b pipeline", "b", "kcw.chat", "1", 1, one_jobs, in_flight_b),
             )
         )
         if not bench.llm_like:
@@ -684,8 +697,10 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                 (
                     "noop",
                     "1",
-                    threads_b,
-                    queued_phase("noop celery", "noop", "bench.noop", "1", 1, one_jobs, threads_b),
+                    in_flight_b,
+                    queued_phase(
+                        "noop celery", "noop", "bench.noop", "1", 1, one_jobs, in_flight_b
+                    ),
                 )
             )
             # What the metrics cost: the same pipeline with WORKER_METRICS_PORT=0.
@@ -694,8 +709,10 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
                 (
                     "boff",
                     "1",
-                    threads_b,
-                    queued_phase("b metrics off", "boff", "kcw.chat", "1", 1, one_jobs, threads_b),
+                    in_flight_b,
+                    queued_phase(
+                        "b metrics off", "boff", "kcw.chat", "1", 1, one_jobs, in_flight_b
+                    ),
                 )
             )
 
@@ -704,6 +721,7 @@ def run_backend(args: argparse.Namespace, tmp: Path) -> JSON:
             bench.run_repeat(by_key, r, args.passes)
 
         result["pool_threads_b"] = threads_b
+        result["in_flight_b"] = in_flight_b
         result["phases"] = [p.summary() for p in bench.phases]
         result["setups"] = setup_rows(bench.phases)
         result["ratios"] = ratio_rows(bench.phases, repeats)

@@ -251,6 +251,13 @@ def test_direct_load_never_has_fewer_in_flight_than_the_pipeline_on_an_llm_serve
     assert direct_concurrency(8, 64, llm_server=False) == 8  # the instant stub: the client's cost
 
 
+def test_the_pipeline_in_flight_is_the_worker_window_not_its_pool() -> None:
+    from bench.run import pipeline_in_flight
+
+    assert pipeline_in_flight(4) == 5  # llama-server's slots and its short queue
+    assert pipeline_in_flight(None) == 64  # vLLM: LLM_MAX_INFLIGHT, not the 96 threads
+
+
 def test_jobs_split_into_parts_add_up() -> None:
     from bench.run import share
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.batches.runner import with_margin
-from worker.llm.limits import AdaptiveLimit, window_for_slots
+from worker.llm.limits import AdaptiveLimit, waiting_jobs, window_for, window_for_slots
 
 
 def test_window_starts_at_capacity_unless_told_otherwise() -> None:
@@ -53,6 +53,19 @@ def test_cap_at_running_only_shrinks() -> None:
 @pytest.mark.parametrize(("slots", "window"), [(1, 1), (2, 2), (3, 3), (4, 5), (8, 10), (64, 80)])
 def test_slots_get_a_short_queue_from_four_up(slots: int, window: int) -> None:
     assert window_for_slots(slots) == window
+
+
+@pytest.mark.parametrize(("slots", "cap", "window"), [(8, 64, 10), (64, 64, 64), (None, 64, 64)])
+def test_the_window_follows_the_slots_up_to_the_cap(
+    slots: int | None, cap: int, window: int
+) -> None:
+    assert window_for(slots, cap) == window
+
+
+def test_only_a_server_without_slots_gets_jobs_waiting_in_the_worker() -> None:
+    assert waiting_jobs(64, None) == 32  # vLLM: a whole wave ends at once
+    assert waiting_jobs(1, None) == 0
+    assert waiting_jobs(10, 8) == 0  # llama-server queues in its own window
 
 
 @pytest.mark.parametrize(("in_flight", "window"), [(1, 3), (8, 10), (10, 12), (64, 80)])

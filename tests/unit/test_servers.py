@@ -157,11 +157,12 @@ def test_pool_size_is_the_sum_of_the_windows(make_settings: SettingsFactory) -> 
     plan = plan_concurrency(
         settings, LLMClient(settings, transport=by_host(a=llama(8), b=llama(1), c=c))
     )
-    assert plan.threads == 10 + 1 + 64 + 64
+    assert plan.threads == 10 + 1 + (64 + 32) + 64
+    assert [n for _, n, _ in plan.servers] == [10, 1, 64, 64]
     reasons = [why for _, _, why in plan.servers]
     assert reasons[0] == "8 slots + 2 queued"
     assert reasons[1] == "1 slot"
-    assert "vllm batches" in reasons[2]
+    assert "vllm batches" in reasons[2] and "32 waiting in the worker" in reasons[2]
     assert "not ready" in reasons[3]
     assert "http://d.test:2" in plan.describe()
 

@@ -3,7 +3,8 @@
 A worker on the threads pool holds one request in flight per busy thread, so the pool
 is sized to the sum of what its servers can batch: llama.cpp's slots (`/props`) plus a
 short queue, or
-LLM_MAX_INFLIGHT for vLLM, whose window then adapts at run time. A server that does
+LLM_MAX_INFLIGHT for vLLM, whose window then adapts at run time, plus half of that in
+jobs waiting in the worker for room in the window (`waiting_jobs`). A server that does
 not answer at start-up counts as LLM_MAX_INFLIGHT; the window still holds the real
 number of requests in flight to what the server can take once it is up.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from worker.config import WorkerSettings
 from worker.errors import LLMError
 from worker.llm.client import LLMClient
+from worker.llm.limits import waiting_jobs
 
 __all__ = ["ConcurrencyPlan", "plan_concurrency"]
 
@@ -43,6 +45,7 @@ def plan_concurrency(settings: WorkerSettings, client: LLMClient | None = None) 
     client = client or LLMClient(probe_settings)
     cap = settings.llm_max_inflight
     servers = []
+    waiting = 0
     try:
         for endpoint in client.endpoints:
             try:
@@ -58,8 +61,12 @@ def plan_concurrency(settings: WorkerSettings, client: LLMClient | None = None) 
                     why += f" + {window - info.capacity} queued"
                 servers.append((endpoint.url, window, why))
             else:
-                servers.append((endpoint.url, cap, f"{info.backend} batches; LLM_MAX_INFLIGHT"))
+                extra = waiting_jobs(cap, info.capacity)
+                waiting += extra
+                why = f"{info.backend} batches; LLM_MAX_INFLIGHT + {extra} waiting in the worker"
+                servers.append((endpoint.url, cap, why))
     finally:
         if own:
             client.close()
-    return ConcurrencyPlan(threads=max(1, sum(n for _, n, _ in servers)), servers=tuple(servers))
+    threads = max(1, sum(n for _, n, _ in servers)) + waiting
+    return ConcurrencyPlan(threads=threads, servers=tuple(servers))

@@ -24,7 +24,7 @@ from worker.errors import LLMServerDown, LLMUnavailable
 from worker.llm.backends import PROFILES, BackendName
 from worker.llm.discovery import fetch_info, get_json
 from worker.llm.http_errors import error_from_response, translate_error
-from worker.llm.limits import AdaptiveLimit, window_for_slots
+from worker.llm.limits import AdaptiveLimit, window_for
 from worker.llm.observed import count_failure, count_success
 from worker.llm.parsing import parse_completion, parse_vllm_metrics, pooled
 from worker.llm.passthrough import RawReply, post_raw
@@ -252,8 +252,7 @@ class LLMClient:
 
     def window_of(self, info: ServerInfo) -> int:
         """The in-flight window for a server: from its slots, else LLM_MAX_INFLIGHT."""
-        cap = self.settings.llm_max_inflight
-        return min(window_for_slots(info.capacity), cap) if info.capacity else cap
+        return window_for(info.capacity, self.settings.llm_max_inflight)
 
     def chat(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["AdaptiveLimit", "window_for_slots"]
+__all__ = ["AdaptiveLimit", "waiting_jobs", "window_for", "window_for_slots"]
 
 
 def window_for_slots(slots: int) -> int:
@@ -24,6 +24,23 @@ def window_for_slots(slots: int) -> int:
     counts against LLM_TIMEOUT.
     """
     return slots + slots // 4 if slots >= 4 else max(1, slots)
+
+
+def window_for(slots: int | None, cap: int) -> int:
+    """The window for a server with `slots` (None: it batches without a fixed count, like
+    vLLM), never past `cap` (LLM_MAX_INFLIGHT)."""
+    return min(window_for_slots(slots), cap) if slots else cap
+
+
+def waiting_jobs(window: int, slots: int | None) -> int:
+    """Jobs a worker holds, on top of `window`, waiting for room in a server's window.
+
+    A server with slots already queues a quarter more itself (`window_for_slots`). One that
+    batches without a fixed count (vLLM) runs its requests in step, so a whole window ends
+    at once; half a window more waiting in the worker starts the next wave at once, instead
+    of after the worker's round trips through Redis for each job.
+    """
+    return 0 if slots else window // 2
 
 
 @dataclass
