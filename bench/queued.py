@@ -113,7 +113,9 @@ class _Arrivals:
     """
 
     def __init__(self, rds: redis.Redis) -> None:
-        self.pubsub = rds.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        # Typed through a Callable: redis-py types `pubsub` in some releases and not others.
+        open_pubsub: Callable[..., Any] = rds.pubsub
+        self.pubsub = open_pubsub(ignore_subscribe_messages=True)
         self.pubsub.psubscribe(f"{RESULT_PREFIX}*")
         self.seen: dict[str, tuple[JSON, float]] = {}
         self._lock = threading.Lock()

@@ -78,24 +78,31 @@ def steady_edges(jobs: int, concurrency: int, least: float = 0.1) -> tuple[float
     whole waves of `concurrency` jobs.
 
     A server that runs its requests in lockstep (vLLM on a CPU: 64 prefilled together,
-    then decoded together) finishes them in waves. Edges at whole waves fall at the same
-    point of a wave at both ends; edges at a fixed share can fall after a whole wave at
-    one end and early in one at the other (a 512-line batch on 64: 10% and 90% are 0.8
-    and 7.2 waves), which takes a part-wave's tokens over a whole wave's time.
+    then decoded together; llama-server's slots filled at once) finishes them in waves.
+    Edges at whole waves from the start fall at the same point of a wave at both ends;
+    edges at a fixed share, or the same count from each end of a phase that is not a whole
+    number of waves, can fall after a whole wave at one end and early in one at the other
+    (a 512-line batch on 64: 10% and 90% are 0.8 and 7.2 waves), which takes a part-wave's
+    tokens over a whole wave's time. The high edge is then below `1 - least`.
     """
     if concurrency <= 0 or jobs <= 0:
         return least, 1 - least
     waves = -(-least * jobs // concurrency)  # ceil
-    low = waves * concurrency / jobs
-    if low > 0.25:  # fewer than four waves: whole ones would leave too little between the edges
-        low = least
-    return low, 1 - low
+    first = waves * concurrency
+    if first / jobs > 0.25:  # under four waves: whole ones would leave too little between
+        return least, 1 - least
+    # Whole waves between the edges as well, counted from the first one, so that both fall
+    # at a wave's end: 50 jobs in waves of 8 end their window at 40, not at 42, which is two
+    # jobs into the sixth wave and would take 34 jobs over the time of 40.
+    last = first + (jobs - 2 * first) // concurrency * concurrency
+    return first / jobs, last / jobs
 
 
 def _first_at(samples: Sequence[tuple[float, float]], level: float) -> tuple[float, float]:
     """The first sample (time, count) whose count reached `level`."""
+    reach = level - 1e-9 * max(1.0, abs(level))  # a share times a total is not exact
     for t, v in samples:
-        if v >= level:
+        if v >= reach:
             return t, v
     raise ValueError(f"the count never reached {level}")
 

@@ -68,6 +68,25 @@ def test_steady_edges_round_up_to_whole_waves() -> None:
     assert steady_edges(160, 8) == (0.1, 0.9)
     assert steady_edges(160, 64) == (0.1, 0.9)  # under four waves: the plain share
     assert steady_edges(100, 0) == (0.1, 0.9)
+    # Not a whole number of waves: the window still spans whole ones, from the first.
+    assert steady_edges(50, 8) == (0.16, 0.8)
+    assert steady_edges(100, 8) == (0.16, 0.8)
+
+
+def _slot_waves(jobs: int, width: int, period: float) -> list[Completion]:
+    """Jobs finishing in waves of `width` every `period` s, each seen alone, 1 ms apart
+    (a direct client on llama-server's slots, filled at once)."""
+    return [
+        Completion(0.0, (i // width + 1) * period + (i % width) * 0.001, 64) for i in range(jobs)
+    ]
+
+
+@pytest.mark.parametrize("jobs", [50, 100, 160, 200])
+def test_a_part_that_is_not_whole_waves_reads_one_wave_per_period(jobs: int) -> None:
+    # A quarter of a 20-wave phase on 8 slots: 50 jobs, six waves and two.
+    phase = PhaseResult("a direct", "64", 0, 10, 0.0, _slot_waves(jobs, 8, 2.0), server_width=8)
+    assert phase.jobs_per_s == pytest.approx(8 / 2.0, rel=0.005)
+    assert phase.tok_per_s == pytest.approx(8 * 64 / 2.0, rel=0.005)
 
 
 def _polled_waves(waves: int, width: int, period: float) -> list[Completion]:
