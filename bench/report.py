@@ -1,10 +1,12 @@
-"""Render the README's Performance tables from a committed bench results file.
+"""Render the README's Performance tables from the committed bench results files.
 
     python -m bench.report [--file bench/results/X.json] [--write]
 
 `make bench` writes `bench/results/<machine>-<date>.json`; `--write` replaces the text
-between the README's `bench-table` markers with tables made from the newest such file,
-and a unit test checks that the README still matches it, so no figure is typed in.
+between the README's `bench-table` markers with tables made, for each backend, from the
+newest file that measured it (each column says which file, day, machine and commit), and a
+unit test checks that the README still matches them, so no figure is typed in. `--file`
+renders one file alone.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 JSON = dict[str, Any]
 NAMES = {"llamacpp": "llama-server", "vllm": "vLLM-cpu", "instant": "instant stub"}
 LLM = ("llamacpp", "vllm")
+ORDER = ("instant", *LLM)  # the order `make bench` runs them in
 DASH, TIMES = "\u2013", "\u00d7"
 
-__all__ = ["newest", "render", "splice"]
+__all__ = ["compose", "newest", "render", "results_files", "splice"]
 
 
 def newest(directory: Path = RESULTS, pattern: str = "*.json", make: str = "make bench") -> Path:
@@ -35,6 +38,11 @@ def newest(directory: Path = RESULTS, pattern: str = "*.json", make: str = "make
     if not files:
         raise FileNotFoundError(f"no results in {directory}: run `{make}`")
     return files[-1]
+
+
+def results_files(directory: Path = RESULTS) -> list[Path]:
+    """Every results file of `make bench` (one per machine and day)."""
+    return sorted(directory.glob("*.json"))
 
 
 def _iv(item: JSON | None, digits: int = 1) -> str:
@@ -298,13 +306,69 @@ def metrics_cost(data: JSON) -> list[str]:
     return _table(head, rows)
 
 
-def render(data: JSON, source: str) -> str:
-    """Every table, in README order, with the file they come from."""
-    skipped = {k: v["skipped"] for k, v in data["backends"].items() if "skipped" in v}
-    data = {**data, "backends": {k: v for k, v in data["backends"].items() if k not in skipped}}
-    info = data["machine"]
-    commits = {k: v.get("commit") for k, v in data["backends"].items()}
-    if commits and all(commits.values()):
+def compose(paths: list[Path]) -> JSON:
+    """One results set from several files: each backend from the newest file that measured it.
+
+    A run that measured only some backends (or one cut short) does not blank the others in
+    the README: they keep their last measured figures, and each backend's source, date and
+    machine are kept beside them so the tables say where every column comes from.
+    """
+    ordered = sorted(paths, key=lambda p: (p.stem[-10:], p.name), reverse=True)
+    backends: JSON = {}
+    sources: JSON = {}
+    skipped: JSON = {}
+    for path in ordered:
+        data = json.loads(path.read_text())
+        shown = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+        for key, figures in data["backends"].items():
+            if key in backends:
+                continue
+            if "skipped" in figures:
+                skipped.setdefault(key, {"why": figures["skipped"], "file": shown})
+                continue
+            backends[key] = figures
+            sources[key] = {"file": shown, "date": data["date"], "machine": data["machine"]}
+    if not backends and not skipped:
+        raise FileNotFoundError("no backend was measured in " + ", ".join(map(str, paths)))
+    order = {key: i for i, key in enumerate(ORDER)}
+    return {
+        "backends": dict(sorted(backends.items(), key=lambda kv: order.get(kv[0], 99))),
+        "sources": sources,
+        "skipped": skipped,
+    }
+
+
+def _single(data: JSON, source: str) -> JSON:
+    """A composed set from one results file's own data."""
+    measured = {k: v for k, v in data["backends"].items() if "skipped" not in v}
+    where = {"file": source, "date": data["date"], "machine": data["machine"]}
+    return {
+        "backends": measured,
+        "sources": {key: where for key in measured},
+        "skipped": {
+            k: {"why": v["skipped"], "file": source}
+            for k, v in data["backends"].items()
+            if "skipped" in v
+        },
+    }
+
+
+def _cpu(info: JSON) -> str:
+    """The CPU as a results file records it: model name, family and model numbers, cores."""
+    ids = ""
+    if info.get("cpu_family") is not None:
+        ids = f"family {info['cpu_family']}, model {info.get('cpu_model_number')}"
+        ids += ", AVX-512" if info.get("avx512") else ", no AVX-512"
+        ids += "; "
+    return f"{info['cpu']} ({ids}{info['cores']} cores)"
+
+
+def _measured_line(data: JSON, keys: list[str], named: bool) -> str:
+    """Where the figures of `keys` (one results file) were measured: machine, day, commits."""
+    source = data["sources"][keys[0]]
+    info = source["machine"]
+    commits = {k: data["backends"][k].get("commit") for k in keys}
+    if all(commits.values()):
         distinct = set(commits.values())
         if len(distinct) == 1:
             where = f"commit {distinct.pop()}"
@@ -312,12 +376,35 @@ def render(data: JSON, source: str) -> str:
             where = "commits " + ", ".join(f"{c} ({NAMES[k]})" for k, c in commits.items())
     else:
         where = f"commit {info['commit']}"
-    lines = [
-        f"Measured with `make bench` on {info['cpu']} ({info['cores']} cores), "
-        f"{data['date']}, {where}; from `{source}`.",
-        "",
-    ]
-    lines += [f"{NAMES[k]} was not measured: {why}\n" for k, why in skipped.items()]
+    measured = "measured" if named else "Measured"
+    line = (
+        f"{measured} with `make bench` on {_cpu(info)}, {source['date']}, {where}; "
+        f"from `{source['file']}`."
+    )
+    return " and ".join(NAMES[k] for k in keys) + ": " + line if named else line
+
+
+def render(data: JSON, source: str = "") -> str:
+    """Every table, in README order, with the file (or files) they come from.
+
+    `data` is one results file (named by `source`) or a set made by `compose`.
+    """
+    if "sources" not in data:
+        data = _single(data, source)
+    groups: dict[str, list[str]] = {}
+    for key in data["backends"]:
+        groups.setdefault(data["sources"][key]["file"], []).append(key)
+    lines = [_measured_line(data, keys, len(groups) > 1) for keys in groups.values()]
+    lines.append("")
+    for key, skip in data["skipped"].items():
+        elsewhere = data["sources"].get(key)
+        if elsewhere:
+            lines.append(
+                f"{NAMES[key]} was not measured in `{skip['file']}`: {skip['why']}; "
+                f"its figures are from `{elsewhere['file']}`.\n"
+            )
+        else:
+            lines.append(f"{NAMES[key]} was not measured: {skip['why']}\n")
     for part in (throughput, ratios, engine, cpu, latency, interactive, scale, metrics_cost):
         lines += part(data)
     return "\n".join(lines).rstrip() + "\n"
@@ -336,14 +423,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, default=None)
     parser.add_argument("--write", action="store_true", help="rewrite README.md")
     args = parser.parse_args(argv)
-    path = (args.file or newest()).resolve()
-    if not path.is_file():
-        parser.error(f"--file {path}: no such results file (bench/results/ holds them)")
-    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    tables = render(json.loads(path.read_text()), shown.as_posix())
+    if args.file is not None:
+        path = args.file.resolve()
+        if not path.is_file():
+            parser.error(f"--file {path}: no such results file (bench/results/ holds them)")
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        tables = render(json.loads(path.read_text()), shown.as_posix())
+        used = str(path)
+    else:
+        newest()  # says which command makes results when there are none
+        data = compose(results_files())
+        tables = render(data)
+        used = ", ".join(sorted({s["file"] for s in data["sources"].values()}))
     if args.write:
         README.write_text(splice(README.read_text(), tables))
-        print(f"README.md tables rewritten from {path}")
+        print(f"README.md tables rewritten from {used}")
     else:
         sys.stdout.write(tables)
     return 0

@@ -58,7 +58,7 @@ from bench.counters import CounterSampler
 from bench.direct import direct, served_model, steady, timed_request
 from bench.phase import Completion, PhaseResult, served_at_once
 from bench.procs import cpu_seconds
-from bench.provenance import code_commit, cpu_model
+from bench.provenance import code_commit, cpu_ids, cpu_model
 from bench.queued import (
     celery_worker,
     client_app,
@@ -147,6 +147,7 @@ def machine() -> JSON:
         stamp = marker.read_text().strip() if marker.exists() else None
     return {
         "cpu": cpu_model(),
+        **cpu_ids(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -157,8 +158,11 @@ def machine() -> JSON:
 
 
 def machine_slug(info: JSON) -> str:
+    """`amd-epyc-f25-2c`: the CPU's name and family (a VM's name alone can hide which
+    generation ran), and its cores; one results file per machine and day."""
     cpu = re.sub(r"[^a-z0-9]+", "-", str(info["cpu"]).lower()).strip("-")
-    return f"{cpu[:40]}-{info['cores']}c"
+    family = f"-f{info['cpu_family']}" if info.get("cpu_family") is not None else ""
+    return f"{cpu[:40]}{family}-{info['cores']}c"
 
 
 # ---------------------------------------------------------------- the bench
