@@ -210,12 +210,18 @@ def single_latency(app: Celery, task: str, body: JSON) -> float:
 def rotated(
     measures: Sequence[Callable[[JSON], float]], rounds: int, bodies: Sequence[JSON]
 ) -> list[list[float]]:
-    """Each measure once per round, one body each, the order rotated one place a round so
-    that none always goes first; one list of results per measure."""
+    """Each measure once per round, the order rotated one place a round so that none always
+    goes first; one list of results per measure.
+
+    Measure `arm` of round `i` gets `bodies[width * i + arm]` whatever its place in the
+    round, so with `paired_bodies` the arms of a round do the same work.
+    """
     out: list[list[float]] = [[] for _ in measures]
     width = len(measures)
+    if len(bodies) < width * rounds:
+        raise ValueError(f"{rounds} rounds of {width} measures need {width * rounds} bodies")
     for i in range(rounds):
         for k in range(width):
             arm = (i + k) % width
-            out[arm].append(measures[arm](bodies[width * i + k]))
+            out[arm].append(measures[arm](bodies[width * i + arm]))
     return out

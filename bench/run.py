@@ -68,7 +68,7 @@ from bench.queued import (
     single_latency,
 )
 from bench.stats import interval, percentile
-from bench.workload import chat_bodies
+from bench.workload import chat_bodies, paired_bodies
 from worker.config import WorkerSettings
 from worker.errors import NotRunnableHere
 from worker.llm.limits import window_for
@@ -470,15 +470,16 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
         width = served_at_once(bench.best_a, bench.server_width)
         for label in ("idle", "under load"):
             load = BackgroundLoad(url, max(1, width - 2)) if label == "under load" else None
-            bodies = chat_bodies(3 * pairs, 1, f"pairs-{label}")
             arms: list[Callable[[JSON], float]] = [
                 one_direct,
                 lambda body: single_latency(app, "kcw.chat", body),
             ]
             if off is not None:
                 arms.append(lambda body: single_latency(off, "kcw.chat", body))
+            # The arms of a pair (or triple) send the same prompt, each with its own tag.
+            bodies = paired_bodies(pairs, len(arms), 1, f"pairs-{label}")
             with load or nullcontext():
-                one_direct(bodies[0])
+                one_direct(chat_bodies(1, 1, f"warm-{label}")[0])
                 # Each pair (or triple) in a rotated order, so that no arm always goes first.
                 plain, queued, *rest = rotated(arms, pairs, bodies)
             unmetered = rest[0] if rest else []

@@ -29,7 +29,7 @@ from bench.direct import served_model, timed_request
 from bench.queued import ROOT, celery_worker, client_app, rotated, single_latency
 from bench.run import start_instant
 from bench.stats import interval, percentile
-from bench.workload import chat_bodies
+from bench.workload import chat_bodies, paired_bodies
 from worker.broker import close_app
 from worker.ops.processes import stop
 from worker.ops.redis_server import start_redis
@@ -86,9 +86,10 @@ def compare(base: str, pairs: int, runs: int) -> list[JSON]:
 
         arms = [lambda body: timed_request(client, model, body), queued("base"), queued("head")]
         for run in range(runs):
-            bodies = chat_bodies(len(arms) * (pairs + 1), 1, f"ab{run}")
-            for k, measure in enumerate(arms):
-                measure(bodies[-1 - k])  # warm each path once
+            warm = chat_bodies(len(arms), 1, f"ab-warm{run}")
+            for measure, body in zip(arms, warm, strict=True):
+                measure(body)  # warm each path once
+            bodies = paired_bodies(pairs, len(arms), 1, f"ab{run}")
             plain, on_base, on_head = rotated(arms, pairs, bodies)
             over = {
                 "base": [q - d for q, d in zip(on_base, plain, strict=True)],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-__all__ = ["PROMPTS", "SEED", "chat_bodies"]
+__all__ = ["PROMPTS", "SEED", "chat_bodies", "paired_bodies"]
 
 JSON = dict[str, Any]
 SEED = 1234
@@ -25,18 +25,35 @@ PROMPTS = [
     "Describe a cup of coffee to someone who has never had one.",
 ]
 _serial = itertools.count()
+ARM_LETTERS = "abcdefgh"
+
+
+def _body(content: str, max_tokens: int) -> JSON:
+    return {
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "seed": SEED,
+        "ignore_eos": True,
+    }
 
 
 def chat_bodies(n: int, max_tokens: int, phase: str) -> list[JSON]:
     """`n` chat request bodies whose prompts no earlier call has sent (a fresh tag each)."""
     tag = f"{phase}-{next(_serial)}"
+    return [_body(f"[{tag}-{i}] {PROMPTS[i % len(PROMPTS)]}", max_tokens) for i in range(n)]
+
+
+def paired_bodies(rounds: int, arms: int, max_tokens: int, phase: str) -> list[JSON]:
+    """Bodies for `rounds` rounds of `arms` compared measures, round by round, arm by arm.
+
+    In a round every arm gets the same prompt, tagged apart only by one letter, so compared
+    arms do the same work: prompts differ in length, and a prefill of a few more tokens is
+    milliseconds on a CPU, more than the queue overhead a pair measures.
+    """
+    tag = f"{phase}-{next(_serial)}"
     return [
-        {
-            "messages": [{"role": "user", "content": f"[{tag}-{i}] {PROMPTS[i % len(PROMPTS)]}"}],
-            "max_tokens": max_tokens,
-            "temperature": 0.0,
-            "seed": SEED,
-            "ignore_eos": True,
-        }
-        for i in range(n)
+        _body(f"[{tag}-{i}{ARM_LETTERS[arm]}] {PROMPTS[i % len(PROMPTS)]}", max_tokens)
+        for i in range(rounds)
+        for arm in range(arms)
     ]

@@ -384,4 +384,30 @@ def test_rotated_arms_take_turns_going_first_and_never_share_a_body() -> None:
     assert [name for name, _ in calls[::3]] == ["x", "y", "z"]  # who went first, per round
     assert sorted(n for _, n in calls) == list(range(9))
     assert [len(results) for results in out] == [3, 3, 3]
-    assert out[0] == [0.0, 5.0, 7.0]  # x: first, then last, then second
+    assert out == [[0.0, 3.0, 6.0], [1.0, 4.0, 7.0], [2.0, 5.0, 8.0]]  # by arm, not by turn
+    with pytest.raises(ValueError, match="3 rounds of 3 measures need 9 bodies"):
+        rotated([arm("x"), arm("y"), arm("z")], 3, bodies[:8])
+
+
+def test_paired_arms_send_the_same_prompts_whichever_goes_first() -> None:
+    """Prompts differ in length; two arms given different ones do different work."""
+    from bench.queued import rotated
+    from bench.workload import paired_bodies
+
+    seen: list[list[str]] = [[], []]
+
+    def arm(index: int) -> Any:
+        def measure(body: dict[str, Any]) -> float:
+            tag, prompt = body["messages"][0]["content"].split("] ", 1)
+            seen[index].append(prompt)
+            return float(len(tag))
+
+        return measure
+
+    bodies = paired_bodies(16, 2, 1, "t")
+    tagged = [body["messages"][0]["content"] for body in bodies]
+    assert len(set(tagged)) == len(tagged)  # no prompt cache shared between arms
+    out = rotated([arm(0), arm(1)], 16, bodies)
+    assert seen[0] == seen[1]
+    assert len(set(seen[0])) == 8  # every prompt, not a subset
+    assert out[0] == out[1]  # the tags are as long, too
