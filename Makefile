@@ -134,8 +134,8 @@ images: venv ## build both server images (latest + version tags), llama.cpp's fr
 	$(BIN)/python scripts/build_images.py $(if $(PUSH),--push) $(if $(NO_BASE),--no-base) $(IMAGES)
 
 bench: venv model models-hf llama-server llama-batched-bench vllm-env ## every row of the README's Performance table, both LLM backends (BACKENDS=..., REPEATS=5)
-	for backend in $(or $(BACKENDS),instant llamacpp vllm); do \
-	  $(BIN)/python -m bench.run --backend $$backend --repeats $(or $(REPEATS),5) $(BENCH_ARGS) || exit 1; \
+	day=$$(date +%F); for backend in $(or $(BACKENDS),instant llamacpp vllm); do \
+	  $(BIN)/python -m bench.run --backend $$backend --repeats $(or $(REPEATS),5) --day $$day $(BENCH_ARGS) || exit 1; \
 	done
 	$(BIN)/python -m bench.report
 

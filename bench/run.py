@@ -807,6 +807,14 @@ def write_results(path: Path, backend: str, info: JSON, figures: JSON, day: str)
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 
+def _day(text: str) -> str:
+    """`--day`: a date written YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-12-07") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="kc-worker benchmark")
     parser.add_argument("--backend", choices=["llamacpp", "vllm", "instant"], default="llamacpp")
@@ -831,6 +839,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", default=None, help="results file (bench/results/<machine>-<date>.json)"
     )
+    parser.add_argument(
+        "--day",
+        type=_day,
+        default=None,
+        help="the date in the results file's name (today); `make bench` gives every backend "
+        "the day it started, so a run that passes midnight writes one file",
+    )
     args = parser.parse_args(argv)
     for flag in ("repeats", "waves", "passes", "sweep_waves", "max_tokens", "batch_lines"):
         if getattr(args, flag) < 1:
@@ -840,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_lines, args.short_jobs, args.pairs = 16, 40, 10
         args.interactive_lines, args.probes = 40, 2
     info = machine()
-    day = date.today().isoformat()
+    day = args.day or date.today().isoformat()
     out = Path(args.out) if args.out else RESULTS / f"{machine_slug(info)}-{day}.json"
     tmp = Path(tempfile.mkdtemp(prefix="kcw-bench-"))
     print(f"backend={args.backend} repeats={args.repeats} logs in {tmp}", flush=True)

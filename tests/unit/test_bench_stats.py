@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,6 +251,27 @@ def test_the_bench_refuses_fewer_than_one_pass(capsys: pytest.CaptureFixture[str
     assert "--passes must be 1 or more, got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--passes"):
         repeat_schedule(["a", "b"], 0, 0)
+
+
+def test_every_backend_of_one_run_writes_to_the_day_it_was_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `make bench` run that passes midnight still writes one results file."""
+    from bench import run
+
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(run, "machine", lambda: {"cpu": "Some CPU", "cores": 2, "commit": "c1"})
+    monkeypatch.setattr(run, "run_backend", lambda args, tmp: {"ratios": {}})
+    for backend in ("instant", "llamacpp"):
+        assert run.main(["--backend", backend, "--day", "2026-01-02"]) == 0
+    (written,) = tmp_path.iterdir()
+    assert written.name == "some-cpu-2c-2026-01-02.json"
+    assert set(json.loads(written.read_text())["backends"]) == {"instant", "llamacpp"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        run.main(["--backend", "instant", "--day", "02/01/2026"])
+    assert exited.value.code == 2
+    assert "'02/01/2026' is not a date like 2026-12-07" in capsys.readouterr().err
 
 
 def test_the_instant_bench_keeps_its_one_token_setups_together() -> None:
