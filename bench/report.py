@@ -173,6 +173,15 @@ def cpu(data: JSON) -> list[str]:
     return _table(head, rows)
 
 
+# Said under the latency table of a run that paired a job and a direct request with
+# different prompts (results files older than the `same_prompts` field).
+UNEQUAL_PROMPTS = (
+    "\\* Measured before the two arms of a pair sent the same prompt: direct HTTP got the "
+    "longer half of the prompts, so on an LLM server the overhead reads low by the time "
+    "those extra prompt tokens take."
+)
+
+
 def latency(data: JSON) -> list[str]:
     head = [
         "queue latency, client side, 1-token jobs",
@@ -183,11 +192,14 @@ def latency(data: JSON) -> list[str]:
         "overhead p95",
     ]
     rows = []
+    unequal = False
     for key, backend in data["backends"].items():
         for label, row in (backend.get("queue_latency") or {}).items():
+            mark = "" if row.get("same_prompts") else " *"
+            unequal = unequal or bool(mark)
             rows.append(
                 [
-                    f"{NAMES[key]}, {label}",
+                    f"{NAMES[key]}, {label}{mark}",
                     str(row["pairs"]),
                     f"{row['pipeline_p50_ms']:.2f} ms",
                     f"{row['direct_p50_ms']:.2f} ms",
@@ -195,7 +207,11 @@ def latency(data: JSON) -> list[str]:
                     f"{row['overhead_p95_ms']:.2f} ms",
                 ]
             )
-    return _table(head, rows)
+    table = _table(head, rows)
+    if unequal:
+        table.insert(-1, "")
+        table.insert(-1, UNEQUAL_PROMPTS)
+    return table
 
 
 def interactive(data: JSON) -> list[str]:

@@ -486,6 +486,7 @@ def latency_pairs(bench: Bench, pairs: int) -> JSON:
             diffs = [q - p for q, p in zip(queued, plain, strict=True)]
             out[label] = {
                 "pairs": pairs,
+                "same_prompts": True,  # results before this field paired unequal prompts
                 "pipeline_p50_ms": round(percentile(queued, 50) * 1000, 3),
                 "direct_p50_ms": round(percentile(plain, 50) * 1000, 3),
                 "overhead_p50_ms": round(percentile(diffs, 50) * 1000, 3),

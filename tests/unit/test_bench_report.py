@@ -184,3 +184,23 @@ def test_a_results_file_is_named_for_the_cpu_family_and_cores() -> None:
 
     assert machine_slug({"cpu": "AMD EPYC", "cores": 2, "cpu_family": 25}) == "amd-epyc-f25-2c"
     assert machine_slug({"cpu": "AMD EPYC", "cores": 2}) == "amd-epyc-2c"
+
+
+def test_latency_pairs_of_unequal_prompts_are_marked() -> None:
+    from bench.report import UNEQUAL_PROMPTS
+
+    data = full_run()
+    rows = data["backends"]["llamacpp"]["queue_latency"]
+    for row in rows.values():
+        row["same_prompts"] = True
+    data["backends"]["vllm"]["queue_latency"]["idle"].pop("same_prompts", None)
+    data["backends"]["vllm"]["queue_latency"]["under load"]["same_prompts"] = True
+    lines = render(data, "x.json").splitlines()
+    assert any(line.startswith("| llama-server, idle | ") for line in lines)
+    assert any(line.startswith("| vLLM-cpu, idle * | ") for line in lines)
+    assert any(line.startswith("| vLLM-cpu, under load | ") for line in lines)
+    assert lines.count(UNEQUAL_PROMPTS) == 1
+    for backend in data["backends"].values():
+        for row in (backend.get("queue_latency") or {}).values():
+            row["same_prompts"] = True
+    assert UNEQUAL_PROMPTS not in render(data, "x.json")
