@@ -25,7 +25,7 @@ PROMPTS = [
     "Describe a cup of coffee to someone who has never had one.",
 ]
 _serial = itertools.count()
-ARM_LETTERS = "abcdefgh"
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def _body(content: str, max_tokens: int) -> JSON:
@@ -47,13 +47,21 @@ def chat_bodies(n: int, max_tokens: int, phase: str) -> list[JSON]:
 def paired_bodies(rounds: int, arms: int, max_tokens: int, phase: str) -> list[JSON]:
     """Bodies for `rounds` rounds of `arms` compared measures, round by round, arm by arm.
 
-    In a round every arm gets the same prompt, tagged apart only by one letter, so compared
-    arms do the same work: prompts differ in length, and a prefill of a few more tokens is
-    milliseconds on a CPU, more than the queue overhead a pair measures.
+    In a round every arm gets the same prompt, so compared arms do the same work: prompts
+    differ in length, and a prefill of a few more tokens is milliseconds on a CPU, more than
+    the queue overhead a pair measures. Each tag starts with a letter that differs from the
+    one sent just before it, whichever order the arms go in, so no request shares more of its
+    prefix with the last one than another does: a server's prompt cache then helps the arm
+    that goes second in a round no more than the one that goes first.
     """
     tag = f"{phase}-{next(_serial)}"
     return [
-        _body(f"[{tag}-{i}{ARM_LETTERS[arm]}] {PROMPTS[i % len(PROMPTS)]}", max_tokens)
+        _body(f"[{_lead(i * arms + arm)}{i}-{tag}] {PROMPTS[i % len(PROMPTS)]}", max_tokens)
         for i in range(rounds)
         for arm in range(arms)
     ]
+
+
+def _lead(n: int) -> str:
+    """A letter for the n-th body: `arms` apart between rounds, so neighbours always differ."""
+    return LETTERS[n % len(LETTERS)]

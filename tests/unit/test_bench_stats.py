@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -434,3 +435,24 @@ def test_paired_arms_send_the_same_prompts_whichever_goes_first() -> None:
     assert seen[0] == seen[1]
     assert len(set(seen[0])) == 8  # every prompt, not a subset
     assert out[0] == out[1]  # the tags are as long, too
+
+
+@pytest.mark.parametrize("arms", [2, 3])
+def test_no_paired_request_shares_more_of_its_prefix_with_the_last_one(arms: int) -> None:
+    """A prompt cache must not favour the arm that goes second in a round."""
+    from bench.queued import rotated
+    from bench.workload import paired_bodies
+
+    sent: list[str] = []
+
+    def measure(body: dict[str, Any]) -> float:
+        sent.append(body["messages"][0]["content"])
+        return 0.0
+
+    rotated([measure] * arms, 40, paired_bodies(40, arms, 1, "t"))
+    # characters each request shares with the start of the one before it
+    shared = {
+        next(k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+        for a, b in itertools.pairwise(sent)
+    }
+    assert shared == {1}  # "[" only, whichever turn a request had
