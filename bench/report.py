@@ -32,9 +32,14 @@ DASH, TIMES = "\u2013", "\u00d7"
 __all__ = ["compose", "newest", "render", "results_files", "splice"]
 
 
+def _by_date(path: Path) -> tuple[str, str]:
+    """Sort key of a results file: the date that ends its name, then the name."""
+    return path.stem[-10:], path.name
+
+
 def newest(directory: Path = RESULTS, pattern: str = "*.json", make: str = "make bench") -> Path:
     """The results file with the latest date (the end of its name) among `pattern`."""
-    files = sorted(directory.glob(pattern), key=lambda p: (p.stem[-10:], p.name))
+    files = sorted(directory.glob(pattern), key=_by_date)
     if not files:
         raise FileNotFoundError(f"no results in {directory}: run `{make}`")
     return files[-1]
@@ -329,44 +334,29 @@ def compose(paths: list[Path]) -> JSON:
     the README: they keep their last measured figures, and each backend's source, date and
     machine are kept beside them so the tables say where every column comes from.
     """
-    ordered = sorted(paths, key=lambda p: (p.stem[-10:], p.name), reverse=True)
-    backends: JSON = {}
-    sources: JSON = {}
-    skipped: JSON = {}
-    for path in ordered:
-        data = json.loads(path.read_text())
+    composed: JSON = {"backends": {}, "sources": {}, "skipped": {}}
+    for path in sorted(paths, key=_by_date, reverse=True):
         shown = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
-        for key, figures in data["backends"].items():
-            if key in backends:
-                continue
-            if "skipped" in figures:
-                skipped.setdefault(key, {"why": figures["skipped"], "file": shown})
-                continue
-            backends[key] = figures
-            sources[key] = {"file": shown, "date": data["date"], "machine": data["machine"]}
-    if not backends and not skipped:
+        _add(composed, json.loads(path.read_text()), shown)
+    if not composed["backends"] and not composed["skipped"]:
         raise FileNotFoundError("no backend was measured in " + ", ".join(map(str, paths)))
     order = {key: i for i, key in enumerate(ORDER)}
-    return {
-        "backends": dict(sorted(backends.items(), key=lambda kv: order.get(kv[0], 99))),
-        "sources": sources,
-        "skipped": skipped,
-    }
+    composed["backends"] = dict(
+        sorted(composed["backends"].items(), key=lambda kv: order.get(kv[0], 99))
+    )
+    return composed
 
 
-def _single(data: JSON, source: str) -> JSON:
-    """A composed set from one results file's own data."""
-    measured = {k: v for k, v in data["backends"].items() if "skipped" not in v}
-    where = {"file": source, "date": data["date"], "machine": data["machine"]}
-    return {
-        "backends": measured,
-        "sources": {key: where for key in measured},
-        "skipped": {
-            k: {"why": v["skipped"], "file": source}
-            for k, v in data["backends"].items()
-            if "skipped" in v
-        },
-    }
+def _add(composed: JSON, data: JSON, shown: str) -> None:
+    """Add one results file's backends (named `shown`) that `composed` does not hold yet."""
+    for key, figures in data["backends"].items():
+        if key in composed["backends"]:
+            continue
+        if "skipped" in figures:
+            composed["skipped"].setdefault(key, {"why": figures["skipped"], "file": shown})
+            continue
+        composed["backends"][key] = figures
+        composed["sources"][key] = {"file": shown, "date": data["date"], "machine": data["machine"]}
 
 
 def _cpu(info: JSON) -> str:
@@ -406,7 +396,9 @@ def render(data: JSON, source: str = "") -> str:
     `data` is one results file (named by `source`) or a set made by `compose`.
     """
     if "sources" not in data:
-        data = _single(data, source)
+        single: JSON = {"backends": {}, "sources": {}, "skipped": {}}
+        _add(single, data, source)
+        data = single
     groups: dict[str, list[str]] = {}
     for key in data["backends"]:
         groups.setdefault(data["sources"][key]["file"], []).append(key)

@@ -8,6 +8,7 @@ exactly `max_tokens`, so the work does not change with the phase.
 from __future__ import annotations
 
 import itertools
+import string
 from typing import Any
 
 __all__ = ["PROMPTS", "SEED", "chat_bodies", "paired_bodies"]
@@ -25,10 +26,10 @@ PROMPTS = [
     "Describe a cup of coffee to someone who has never had one.",
 ]
 _serial = itertools.count()
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def _body(content: str, max_tokens: int) -> JSON:
+    """One chat request that generates exactly `max_tokens` from `content`."""
     return {
         "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens,
@@ -64,4 +65,4 @@ def paired_bodies(rounds: int, arms: int, max_tokens: int, phase: str) -> list[J
 
 def _lead(n: int) -> str:
     """A letter for the n-th body: `arms` apart between rounds, so neighbours always differ."""
-    return LETTERS[n % len(LETTERS)]
+    return string.ascii_lowercase[n % len(string.ascii_lowercase)]
