@@ -47,7 +47,7 @@ $(MODEL):
 
 model: $(MODEL) ## fetch the default model into models/gguf/ and check its sha256
 
-vllm-env: ## a venv with vLLM for the CPU (outside the repo, reused); says so if the CPU lacks AVX-512
+vllm-env: ## a venv with vLLM for the CPU (outside the repo, reused); says so if the CPU lacks AVX2
 	@$(VLLM_ENV) install || [ $$? -eq 3 ]
 
 models-hf: model vllm-env ## convert the default model to safetensors in models/hf/ (for vLLM)

